@@ -1,0 +1,235 @@
+"""Redis and PostgreSQL access with one shared per-request deadline.
+
+Both dependencies are queried concurrently from a small per-process executor and
+the request waits at most until its deadline, so a request answers in about
+``APP_REQUEST_DEADLINE`` seconds even when both dependencies are blackholed.
+Each dependency additionally bounds its own operations by
+``min(APP_DEP_TIMEOUT, remaining)`` (pool waits) or ``APP_DEP_TIMEOUT``
+(socket and statement timeouts), so abandoned work finishes soon after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import psycopg.errors
+import redis
+from psycopg_pool import ConnectionPool
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .config import Config
+
+log = logging.getLogger("prodstack_app.deps")
+
+COUNTER_KEY = "prodstack:visits"
+DDL = """
+CREATE TABLE IF NOT EXISTS visits (
+    id bigserial PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    hostname text
+)
+"""
+
+
+class Deadline:
+    """An absolute monotonic deadline shared by everything a request does."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.start = clock()
+        self.at = self.start + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - self._clock())
+
+    def budget(self, cap: float) -> float:
+        """Time a single operation may take: min(cap, remaining)."""
+        return min(cap, self.remaining())
+
+    def elapsed_ms(self) -> float:
+        return round((self._clock() - self.start) * 1000.0, 2)
+
+
+@dataclass
+class CheckResult:
+    status: str
+    latency_ms: float
+    error: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "latency_ms": self.latency_ms}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    detail = text[0] if text else ""
+    msg = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return msg[:200]
+
+
+class RedisDep:
+    name = "redis"
+
+    def __init__(self, cfg: Config) -> None:
+        self.pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+            host=cfg.redis_host,
+            port=cfg.redis_port,
+            db=cfg.redis_db,
+            password=cfg.redis_password,
+            max_connections=cfg.threads,
+            timeout=cfg.dep_timeout,
+            socket_connect_timeout=cfg.dep_timeout,
+            socket_timeout=cfg.dep_timeout,
+            socket_keepalive=True,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self.client = redis.Redis(connection_pool=self.pool)
+
+    def ping(self, deadline: Deadline) -> dict[str, Any]:
+        self.client.ping()
+        return {}
+
+    def visit(self, deadline: Deadline) -> dict[str, Any]:
+        return {"visits": int(self.client.incr(COUNTER_KEY))}
+
+    def close(self) -> None:
+        self.pool.disconnect()
+
+
+class PostgresDep:
+    name = "postgres"
+
+    def __init__(self, cfg: Config, hostname: str) -> None:
+        self.timeout = cfg.dep_timeout
+        self.hostname = hostname
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        kwargs: dict[str, Any] = {
+            "host": cfg.postgres_host,
+            "port": cfg.postgres_port,
+            "dbname": cfg.postgres_db,
+            "user": cfg.postgres_user,
+            "application_name": "prodstack_app",
+            # libpq's connect_timeout is whole seconds with a 2 s minimum; requests
+            # never wait on it directly (they wait on the pool with their budget).
+            "connect_timeout": max(2, math.ceil(cfg.dep_timeout)),
+            "options": f"-c statement_timeout={int(cfg.dep_timeout * 1000)}",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 2,
+            "autocommit": True,
+        }
+        if cfg.postgres_password is not None:
+            kwargs["password"] = cfg.postgres_password
+        self.pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+            kwargs=kwargs,
+            min_size=1,
+            max_size=cfg.threads,
+            open=False,
+            check=ConnectionPool.check_connection,
+            timeout=cfg.dep_timeout,
+            # Give up a background reconnection quickly: the next request then
+            # starts a fresh attempt at once instead of waiting for a long backoff.
+            reconnect_timeout=3.0,
+            max_idle=300.0,
+            name="prodstack",
+        )
+
+    def open(self) -> None:
+        """Start connecting in the background; never blocks, PostgreSQL may be down."""
+        self.pool.open(wait=False)
+
+    def _ensure_schema(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            # Another worker may create it concurrently: that is fine.
+            with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+                conn.execute(DDL)
+            self._schema_ready = True
+
+    def ping(self, deadline: Deadline) -> dict[str, Any]:
+        with self.pool.connection(timeout=deadline.budget(self.timeout)) as conn:
+            conn.execute("SELECT 1").fetchone()
+        return {}
+
+    def visit(self, deadline: Deadline) -> dict[str, Any]:
+        try:
+            with self.pool.connection(timeout=deadline.budget(self.timeout)) as conn:
+                self._ensure_schema(conn)
+                row = conn.execute(
+                    "INSERT INTO visits (hostname) VALUES (%s) RETURNING id",
+                    (self.hostname,),
+                ).fetchone()
+                total = conn.execute("SELECT count(*) FROM visits").fetchone()
+        except Exception:
+            # Re-check the schema after a reconnect (the database may be new).
+            self._schema_ready = False
+            raise
+        assert row is not None and total is not None
+        return {"row_id": int(row[0]), "rows": int(total[0])}
+
+    def close(self) -> None:
+        self.pool.close(timeout=1.0)
+
+
+Check = Callable[[Deadline], dict[str, Any]]
+
+
+class Checker:
+    """Runs dependency operations concurrently under one shared deadline."""
+
+    def __init__(self, max_workers: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dep")
+
+    @staticmethod
+    def _timed(fn: Check, deadline: Deadline) -> CheckResult:
+        started = time.monotonic()
+        try:
+            data = fn(deadline)
+        except Exception as exc:  # any dependency failure becomes a result
+            ms = round((time.monotonic() - started) * 1000.0, 2)
+            return CheckResult("error", ms, describe_error(exc))
+        ms = round((time.monotonic() - started) * 1000.0, 2)
+        return CheckResult("ok", ms, data=data)
+
+    def run(self, checks: Mapping[str, Check], deadline: Deadline) -> dict[str, CheckResult]:
+        futures: dict[str, Future[CheckResult]] = {
+            name: self._executor.submit(self._timed, fn, deadline) for name, fn in checks.items()
+        }
+        wait(futures.values(), timeout=deadline.remaining())
+        results: dict[str, CheckResult] = {}
+        for name, fut in futures.items():
+            if fut.done():
+                results[name] = fut.result()
+            else:
+                fut.cancel()
+                results[name] = CheckResult(
+                    "error", deadline.elapsed_ms(), "TimeoutError: no answer before the deadline"
+                )
+        return results
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

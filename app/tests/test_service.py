@@ -1,0 +1,222 @@
+"""Integration tests: real gunicorn, real Redis, real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import (
+    APP_DIR,
+    GUNICORN,
+    App,
+    Blackhole,
+    PostgresServer,
+    RedisServer,
+    app_env,
+    free_port,
+)
+
+LIMIT = 2.5  # "within 2 s" with margin for a loaded CI box
+
+
+def timed_get(app: App, path: str) -> tuple[requests.Response, float]:
+    start = time.monotonic()
+    resp = app.get(path)
+    return resp, time.monotonic() - start
+
+
+def wait_status(app: App, path: str, status: int, timeout: float = 15.0) -> requests.Response:
+    end = time.monotonic() + timeout
+    while True:
+        resp = app.get(path)
+        if resp.status_code == status or time.monotonic() > end:
+            return resp
+        time.sleep(0.25)
+
+
+def test_health(app: App) -> None:
+    resp = app.get("/health")
+    assert resp.status_code == 200
+    assert resp.json() == {"status": "ok"}
+
+
+def test_ready(app: App) -> None:
+    resp = wait_status(app, "/ready", 200)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["status"] == "ok" and body["failed"] == []
+    assert body["checks"]["redis"]["status"] == "ok"
+    assert body["checks"]["postgres"]["status"] == "ok"
+
+
+def test_index_full_path_and_growth(app: App, pg_server: PostgresServer) -> None:
+    first = wait_status(app, "/", 200)
+    assert first.status_code == 200, first.text
+    a = first.json()
+    assert a["status"] == "ok" and a["failed"] == []
+    assert a["checks"]["redis"]["status"] == "ok"
+    assert a["checks"]["postgres"]["status"] == "ok"
+    assert isinstance(a["checks"]["redis"]["latency_ms"], int | float)
+    assert a["version"] == "test-1.2.3" and a["hostname"]
+    b = app.get("/").json()
+    assert b["visits"] == a["visits"] + 1
+    assert b["rows"] >= a["rows"] + 1 and b["row_id"] > a["row_id"]
+    assert pg_server.count_rows() >= b["rows"]
+
+
+def test_unknown_path_and_method_are_json(app: App) -> None:
+    resp = app.get("/nope")
+    assert resp.status_code == 404
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert resp.json()["status"] == 404
+    resp = requests.post(app.url + "/health", timeout=5)
+    assert resp.status_code == 405 and resp.json()["status"] == 405
+
+
+def test_request_id_echoed_and_logged(app: App) -> None:
+    rid = "test-req.42_abc"
+    resp = app.get("/health", headers={"X-Request-ID": rid})
+    assert resp.headers["X-Request-ID"] == rid
+    generated = app.get("/health", headers={"X-Request-ID": "bad id!"}).headers["X-Request-ID"]
+    assert generated != "bad id!" and len(generated) == 32
+    deadline = time.monotonic() + 5
+    line = None
+    while line is None and time.monotonic() < deadline:
+        for raw in app.out.read_text().splitlines():
+            doc = json.loads(raw)  # every stdout line is JSON
+            if doc.get("request_id") == rid:
+                line = doc
+        time.sleep(0.1)
+    assert line is not None
+    assert line["method"] == "GET" and line["path"] == "/health" and line["status"] == 200
+    assert line["remote_addr"] == "127.0.0.1"
+    assert {"ts", "level", "duration_ms"} <= line.keys()
+    assert "GET /health" not in app.err.read_text()  # gunicorn access log is off
+
+
+def test_healthcheck_script(app: App) -> None:
+    script = str(APP_DIR / "healthcheck.py")
+    ok = subprocess.run([sys.executable, script], env={**os.environ, "APP_PORT": str(app.port)})
+    assert ok.returncode == 0
+    bad = subprocess.run([sys.executable, script], env={**os.environ, "APP_PORT": str(free_port())})
+    assert bad.returncode == 1
+
+
+def test_redis_down_then_recovers(app: App, redis_server: RedisServer) -> None:
+    before = wait_status(app, "/", 200).json()["visits"]
+    master = app.proc.pid if app.proc else None
+    redis_server.stop()
+    try:
+        resp, took = timed_get(app, "/")
+        assert took < LIMIT
+        assert resp.status_code == 503
+        body = resp.json()
+        assert body["failed"] == ["redis"]
+        assert body["checks"]["redis"]["status"] == "error" and body["checks"]["redis"]["error"]
+        assert body["checks"]["postgres"]["status"] == "ok" and body["rows"] > 0
+        assert body["visits"] is None
+        assert app.get("/health").status_code == 200
+        ready = app.get("/ready")
+        assert ready.status_code == 503 and ready.json()["failed"] == ["redis"]
+    finally:
+        redis_server.start()
+    resp = wait_status(app, "/", 200, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["visits"] > before  # appendonly kept the counter
+    assert app.proc is not None and app.proc.pid == master and app.proc.poll() is None
+
+
+def test_postgres_down_then_recovers(app: App, pg_server: PostgresServer) -> None:
+    rows_before = wait_status(app, "/", 200).json()["rows"]
+    pg_server.stop()
+    try:
+        resp, took = timed_get(app, "/")
+        assert took < LIMIT
+        assert resp.status_code == 503
+        body = resp.json()
+        assert body["failed"] == ["postgres"]
+        assert body["checks"]["redis"]["status"] == "ok" and body["visits"] > 0
+        assert body["checks"]["postgres"]["status"] == "error"
+        time.sleep(1.5)  # let the pool's background reconnects fail a few times
+        resp, took = timed_get(app, "/")
+        assert took < LIMIT and resp.status_code == 503
+    finally:
+        pg_server.start()
+    resp = wait_status(app, "/", 200, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["rows"] > rows_before
+    assert pg_server.count_rows() > rows_before
+
+
+def test_both_down(app: App, redis_down: RedisServer, pg_down: PostgresServer) -> None:
+    for path in ("/", "/ready"):
+        resp, took = timed_get(app, path)
+        assert took < LIMIT, path
+        assert resp.status_code == 503
+        assert sorted(resp.json()["failed"]) == ["postgres", "redis"]
+    assert app.get("/health").status_code == 200
+
+
+@pytest.fixture
+def blackhole() -> Iterator[Blackhole]:
+    hole = Blackhole()
+    try:
+        yield hole
+    finally:
+        hole.close()
+
+
+@pytest.mark.parametrize("which", ["redis", "both"])
+def test_blackholed_dependency_answers_in_time(
+    which: str,
+    blackhole: Blackhole,
+    tmp_root: Path,
+    pg_server: PostgresServer,
+    secrets: dict[str, str],
+) -> None:
+    pg_port = blackhole.port if which == "both" else pg_server.port
+    proc = App(tmp_root, app_env(secrets, blackhole.port, pg_port))
+    try:
+        proc.start()
+        for _ in range(3):
+            resp, took = timed_get(proc, "/")
+            assert took < LIMIT
+            assert resp.status_code == 503
+            failed = resp.json()["failed"]
+            assert failed == (["redis", "postgres"] if which == "both" else ["redis"])
+        assert proc.get("/health").status_code == 200
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"APP_REDIS_PORT": "abc"}, "APP_REDIS_PORT"),
+        ({"APP_DEP_TIMEOUT": "-1"}, "APP_DEP_TIMEOUT"),
+        ({"APP_POSTGRES_PASSWORD_FILE": "/nonexistent/pg_password"}, "APP_POSTGRES_PASSWORD_FILE"),
+    ],
+)
+def test_bad_config_exits_fast_with_one_line(env: dict[str, str], variable: str) -> None:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [GUNICORN, "-c", str(APP_DIR / "gunicorn.conf.py")],
+        cwd=APP_DIR,
+        env={**os.environ, "APP_PORT": str(free_port()), **env},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert proc.returncode != 0
+    assert time.monotonic() - start < 10
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"config error: {variable}")
