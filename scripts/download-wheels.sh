@@ -6,7 +6,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 py=${1:-3.11}
-pip=${PIP:-$here/.venv/bin/pip}
+python=${PYTHON:-$here/.venv/bin/python}
 dest=$here/app/wheels
 stamp=$dest/.requirements-$py.sha256
 want=$(sha256sum "$here/app/requirements.txt" | cut -d' ' -f1)
@@ -14,7 +14,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 rm -rf "$dest" && mkdir -p "$dest"
-"$pip" download --quiet --dest "$dest" --only-binary=:all: --implementation cp \
+"$python" -m pip download --quiet --dest "$dest" --only-binary=:all: --implementation cp \
   --python-version "$py" --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux_2_28_x86_64 --platform any -r "$here/app/requirements.txt"
 echo "$want" >"$stamp"

@@ -1,0 +1,74 @@
+# prodstack: the two commands a newcomer needs are `make up` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help venv engine packages images-prereq targets up down status test lint test-app \
+        test-containers molecule clean
+
+help:
+	@echo "make up      deploy the stack to a local throwaway Debian 12 target and print its URL"
+	@echo "make down    remove that target"
+	@echo "make status  the stack's containers on the local target (the seed's 'docker compose ps')"
+	@echo "make test    lint, app tests, container tests, molecule test (what CI runs)"
+
+$(VENV)/.installed: requirements-dev.txt app/requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+engine:
+	@scripts/ensure-docker.sh
+
+packages:
+	@scripts/ensure-packages.sh
+
+# The base images and the systemd "VM" images the targets boot from.
+targets: engine packages
+	@scripts/build-target-image.sh bookworm >/dev/null
+	@scripts/build-target-image.sh trixie >/dev/null
+
+up: venv engine packages
+	@scripts/build-target-image.sh bookworm >/dev/null
+	@scripts/local-target.sh up
+	ansible-playbook -i inventory/local site.yml
+	@echo
+	@curl -fsS http://127.0.0.1:$${PRODSTACK_LOCAL_PORT:-8080}/health
+	@curl -fsS http://127.0.0.1:$${PRODSTACK_LOCAL_PORT:-8080}/ && echo
+	@echo "The stack is up: http://127.0.0.1:$${PRODSTACK_LOCAL_PORT:-8080}/"
+
+down: engine
+	@scripts/local-target.sh down
+
+status: venv
+	ansible-playbook -i inventory/local playbooks/status.yml
+
+lint: venv
+	yamllint --strict .
+	ansible-lint
+	cd app && ruff check . && ruff format --check . && mypy --strict prodstack_app
+
+test-app: venv packages
+	cd app && pytest -q
+
+test-containers: venv engine packages
+	pytest -q tests/containers
+
+molecule: venv targets
+	scripts/molecule-test.sh default
+
+# Each stage has a time budget (seconds) and prints what it used; the sum stays well under
+# CI's 90-minute limit.
+test: venv engine packages
+	@scripts/stage.sh lint 300 $(MAKE) --no-print-directory lint
+	@scripts/stage.sh app 300 $(MAKE) --no-print-directory test-app
+	@scripts/stage.sh containers 600 $(MAKE) --no-print-directory test-containers
+	@scripts/stage.sh molecule 1500 $(MAKE) --no-print-directory molecule
+
+clean: down
+	rm -rf .cache app/wheels

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and builds use on the controller, when missing:
+# debootstrap (offline base image), rsync, real redis-server and PostgreSQL for the app's
+# tests (started by the tests themselves on loopback), wrk for load.
+set -euo pipefail
+want=(debootstrap rsync redis-server postgresql wrk curl)
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "ensure-packages: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
