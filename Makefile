@@ -51,7 +51,9 @@ status: venv
 lint: venv
 	yamllint --strict .
 	ansible-lint
-	cd app && ruff check . && ruff format --check . && mypy --strict prodstack_app
+	ruff check app tests molecule
+	ruff format --check app tests molecule
+	cd app && mypy --strict prodstack_app
 
 test-app: venv packages
 	cd app && pytest -q
