@@ -43,11 +43,14 @@ _SESSION_START = time.monotonic()
 # --------------------------------------------------------------------------- pytest hooks
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "containers: builds the Docker images and runs the whole stack (slow)"
+        "markers",
+        "containers: builds the Docker images and runs the whole stack (slow)",
     )
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: Any, exitstatus: int, config: pytest.Config
+) -> None:
     if not _REPORT:
         return
     terminalreporter.section(f"container stack report (run {PREFIX})")
@@ -79,10 +82,16 @@ def docker(
 ) -> subprocess.CompletedProcess[str]:
     try:
         proc = subprocess.run(
-            ["docker", *args], capture_output=True, text=True, timeout=timeout, input=input
+            ["docker", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
     except subprocess.TimeoutExpired as exc:
-        raise DockerError(f"docker {' '.join(args)}: timed out after {timeout} s") from exc
+        raise DockerError(
+            f"docker {' '.join(args)}: timed out after {timeout} s"
+        ) from exc
     if check and proc.returncode != 0:
         raise DockerError(
             f"docker {' '.join(args)} -> rc {proc.returncode}\n{proc.stdout[-2000:]}"
@@ -113,7 +122,11 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     ids = docker("network", "ls", "-q").stdout.split()
     if ids:
         for line in docker(
-            "network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}", *ids
+            "network",
+            "inspect",
+            "--format",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+            *ids,
         ).stdout.split():
             try:
                 net = ipaddress.ip_network(line, strict=False)
@@ -150,7 +163,10 @@ class Stack:
         self.net = f"{PREFIX}-net"
         self.images = {svc: f"{PREFIX}/{svc}:test" for svc in SERVICES}
         self.names = {svc: f"{PREFIX}-{svc}" for svc in SERVICES}
-        self.volumes = {"redis": f"{PREFIX}-redis-data", "postgres": f"{PREFIX}-pg-data"}
+        self.volumes = {
+            "redis": f"{PREFIX}-redis-data",
+            "postgres": f"{PREFIX}-pg-data",
+        }
         self.subnet: ipaddress.IPv4Network | None = None
         self.secrets_dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-secrets-"))
         self.redis_password = secrets.token_urlsafe(24)
@@ -206,7 +222,10 @@ class Stack:
 
     def _mount(self, reader: str, name: str, value: str) -> list[str]:
         path = self.secret_file(reader, name, value)
-        return ["--mount", f"type=bind,source={path},target=/run/secrets/{name},readonly"]
+        return [
+            "--mount",
+            f"type=bind,source={path},target=/run/secrets/{name},readonly",
+        ]
 
     # ---- network / volumes
     def create_network(self) -> None:
@@ -220,7 +239,15 @@ class Stack:
                 continue
             try:
                 # An explicit subnet, so that a placeholder can take a given --ip (test 3).
-                docker("network", "create", "--driver", "bridge", "--subnet", str(cand), self.net)
+                docker(
+                    "network",
+                    "create",
+                    "--driver",
+                    "bridge",
+                    "--subnet",
+                    str(cand),
+                    self.net,
+                )
             except DockerError as exc:
                 last = exc
                 used.append(cand)
@@ -317,7 +344,9 @@ class Stack:
     def nginx_processes(self) -> tuple[int, list[int]]:
         """(master PID from /tmp/nginx.pid, sorted PIDs of its children) inside the container."""
         master = int(self.exec("nginx", "cat", "/tmp/nginx.pid").stdout.strip())
-        stats = self.exec("nginx", "sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null").stdout
+        stats = self.exec(
+            "nginx", "sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null"
+        ).stdout
         children = []
         for line in stats.splitlines():
             pid, _, rest = line.partition(" (")
@@ -359,7 +388,9 @@ class Stack:
                 st = self.state(svc)
                 status[svc] = (st.get("Health") or {}).get("Status") or st.get("Status")
                 if st.get("Status") in ("exited", "dead"):
-                    status[svc] = f"container {st.get('Status')} (exit {st.get('ExitCode')})"
+                    status[svc] = (
+                        f"container {st.get('Status')} (exit {st.get('ExitCode')})"
+                    )
             if all(s == "healthy" for s in status.values()):
                 return time.monotonic() - started
             if time.monotonic() > deadline or any(
@@ -418,12 +449,17 @@ def _wait_port(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+            if (
+                requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code
+                == 200
+            ):
                 return
         except requests.RequestException:
             pass
         time.sleep(0.3)
-    raise AssertionError(f"NGINX /health on 127.0.0.1:{port} not answering after {timeout} s")
+    raise AssertionError(
+        f"NGINX /health on 127.0.0.1:{port} not answering after {timeout} s"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -435,7 +471,9 @@ def stack(report: Callable[[str], None]) -> Iterator[Stack]:
     try:
         t0 = time.monotonic()
         st.build_images()
-        report(f"images built/verified in {time.monotonic() - t0:.1f} s (base {BASE_IMAGE})")
+        report(
+            f"images built/verified in {time.monotonic() - t0:.1f} s (base {BASE_IMAGE})"
+        )
         st.create_network()
         st.create_volumes()
         st.run_redis()

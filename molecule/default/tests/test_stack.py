@@ -1,0 +1,187 @@
+"""testinfra checks of a converged target: the stack is up, healthy and wired as designed.
+
+Each test reads the real state of the target (docker inspect, files, HTTP through the
+published port); none of them can pass on a host where the deployment did not happen.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from typing import Any
+
+import pytest
+
+CONTAINERS = [
+    "prodstack-nginx",
+    "prodstack-app",
+    "prodstack-redis",
+    "prodstack-postgres",
+]
+SECRETS_DIR = "/etc/prodstack/secrets"
+SECRET_READERS = {
+    "postgres_password.postgres": 10004,
+    "postgres_password.app": 10001,
+    "redis_password.redis": 10003,
+    "redis_password.app": 10001,
+}
+NGINX_PORT = 8080
+
+
+def inspect(host: Any, kind: str, name: str) -> dict[str, Any]:
+    out = host.check_output(f"docker {kind} inspect {name}")
+    return json.loads(out)[0]
+
+
+def http_on_target(host: Any, path: str) -> tuple[int, str]:
+    """GET through the target's published NGINX port, from inside the target."""
+    script = (
+        "import sys, urllib.request, urllib.error\n"
+        f"url = 'http://127.0.0.1:{NGINX_PORT}{path}'\n"
+        "try:\n"
+        "    r = urllib.request.urlopen(url, timeout=5)\n"
+        "    print(r.status); print(r.read().decode())\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code); print(e.read().decode())\n"
+    )
+    out = host.check_output("python3 -c %s", script)
+    status, _, body = out.partition("\n")
+    return int(status), body
+
+
+def machine_url(host: Any, path: str) -> str:
+    """URL of the target's port 8080 as published on this machine's loopback."""
+    name = host.backend.get_hostname()
+    mapping = subprocess.run(
+        ["docker", "port", name, "8080/tcp"], check=True, capture_output=True, text=True
+    ).stdout.split()[0]
+    return f"http://{mapping}{path}"
+
+
+def test_docker_engine_active_and_enabled(host: Any) -> None:
+    docker = host.service("docker")
+    assert docker.is_running
+    assert docker.is_enabled
+
+
+def test_daemon_json_sets_log_rotation_and_live_restore(host: Any) -> None:
+    config = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert config["live-restore"] is True
+    assert config["log-driver"] == "json-file"
+    assert config["log-opts"]["max-size"] and config["log-opts"]["max-file"]
+
+
+def test_private_network_is_a_bridge(host: Any) -> None:
+    net = inspect(host, "network", "prod-net")
+    assert net["Driver"] == "bridge"
+    members = {c["Name"] for c in net["Containers"].values()}
+    assert members == set(CONTAINERS)
+
+
+@pytest.mark.parametrize("volume", ["prodstack-postgres-data", "prodstack-redis-data"])
+def test_data_volumes_exist(host: Any, volume: str) -> None:
+    assert inspect(host, "volume", volume)["Name"] == volume
+
+
+@pytest.mark.parametrize("name", CONTAINERS)
+def test_container_running_healthy_with_its_own_healthcheck(
+    host: Any, name: str
+) -> None:
+    c = inspect(host, "container", name)
+    assert c["State"]["Running"] is True
+    assert c["Config"]["Healthcheck"]["Test"][0] == "CMD"
+    assert c["State"]["Health"]["Status"] == "healthy"
+    assert c["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert c["HostConfig"]["Init"] is True
+    assert c["Config"]["User"] not in ("", "0", "root")
+
+
+def test_only_nginx_publishes_a_port(host: Any) -> None:
+    published = {
+        name: {
+            p: b
+            for p, b in (
+                inspect(host, "container", name)["HostConfig"]["PortBindings"] or {}
+            ).items()
+            if b
+        }
+        for name in CONTAINERS
+    }
+    assert published.pop("prodstack-nginx") == {
+        "8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(NGINX_PORT)}]
+    }
+    assert all(not bindings for bindings in published.values()), published
+
+
+def test_nginx_config_is_mounted_read_only(host: Any) -> None:
+    mounts = inspect(host, "container", "prodstack-nginx")["Mounts"]
+    conf = [m for m in mounts if m["Destination"] == "/etc/nginx/conf.d"]
+    assert len(conf) == 1 and conf[0]["RW"] is False
+
+
+def test_nginx_health_says_ok(host: Any) -> None:
+    assert http_on_target(host, "/health") == (200, "OK")  # check_output strips the newline
+
+
+def test_root_reports_both_dependencies_and_a_growing_counter(host: Any) -> None:
+    first_status, first_body = http_on_target(host, "/")
+    second_status, second_body = http_on_target(host, "/")
+    first, second = json.loads(first_body), json.loads(second_body)
+    assert (first_status, second_status) == (200, 200)
+    assert first["checks"]["redis"]["status"] == "ok"
+    assert first["checks"]["postgres"]["status"] == "ok"
+    assert second["visits"] > first["visits"]
+    assert second["rows"] > first["rows"]
+
+
+def test_stack_answers_from_the_machine_through_the_target(host: Any) -> None:
+    with urllib.request.urlopen(machine_url(host, "/health"), timeout=5) as r:
+        assert r.read() == b"OK\n"
+    with urllib.request.urlopen(machine_url(host, "/"), timeout=5) as r:
+        body = json.load(r)
+    assert body["status"] == "ok" and body["failed"] == []
+
+
+def test_app_database_role_is_not_a_superuser(host: Any) -> None:
+    out = host.check_output(
+        "docker exec prodstack-postgres psql -h /tmp -U postgres -d postgres -tAc "
+        "\"select rolsuper, rolcreaterole, rolcreatedb from pg_roles where rolname = 'app'\""
+    )
+    assert out.strip() == "f|f|f"
+
+
+def test_redis_persists_append_only(host: Any) -> None:
+    out = host.check_output(
+        "docker exec prodstack-redis sh -c "
+        "'REDISCLI_AUTH=$(cat /run/secrets/redis_password) redis-cli info persistence'"
+    )
+    assert "aof_enabled:1" in out
+
+
+def test_redis_refuses_clients_without_the_password(host: Any) -> None:
+    out = host.run("docker exec prodstack-redis redis-cli ping")
+    assert "NOAUTH" in out.stdout + out.stderr
+
+
+def test_secret_files_are_readable_by_their_one_reader(host: Any) -> None:
+    directory = host.file(SECRETS_DIR)
+    assert directory.is_directory and directory.mode == 0o700 and directory.uid == 0
+    for name, uid in SECRET_READERS.items():
+        f = host.file(f"{SECRETS_DIR}/{name}")
+        assert f.is_file, name
+        assert (f.mode, f.uid, f.gid) == (0o400, uid, uid), name
+
+
+def test_passwords_appear_in_no_container_config(host: Any) -> None:
+    secrets = {
+        host.file(f"{SECRETS_DIR}/postgres_password.postgres").content_string.strip(),
+        host.file(f"{SECRETS_DIR}/redis_password.redis").content_string.strip(),
+    }
+    assert all(len(s) >= 16 for s in secrets)
+    for name in CONTAINERS:
+        config = host.check_output(f"docker inspect {name}")
+        for secret in secrets:
+            assert secret not in config, (
+                f"a password is visible in docker inspect {name}"
+            )
