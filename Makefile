@@ -41,6 +41,7 @@ up: venv engine packages
 	@curl -fsS http://127.0.0.1:$${PRODSTACK_LOCAL_PORT:-8080}/health
 	@curl -fsS http://127.0.0.1:$${PRODSTACK_LOCAL_PORT:-8080}/ && echo
 	@echo "The stack is up: http://127.0.0.1:$${PRODSTACK_LOCAL_PORT:-8080}/"
+	@echo "           and https://127.0.0.1:$${PRODSTACK_LOCAL_TLS_PORT:-8443}/ (self-signed certificate)"
 
 down: engine
 	@scripts/local-target.sh down
@@ -50,6 +51,7 @@ status: venv
 
 lint: venv
 	yamllint --strict .
+	python3 scripts/render-nginx-default.py --check
 	ansible-lint
 	ruff check app tests molecule
 	ruff format --check app tests molecule

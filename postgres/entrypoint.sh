@@ -5,7 +5,8 @@
 # Existing data is never touched.
 #
 # The superuser "postgres" has no password and may log in only over the local socket as
-# the postgres OS user (peer); over TCP only the application role is accepted (scram).
+# the postgres OS user (peer); over TCP only the application role is accepted (scram),
+# from POSTGRES_ALLOWED_CIDR when set (the deployment sets its private network's subnet).
 set -eu
 
 : "${PGDATA:=/var/lib/postgresql/data}"
@@ -31,7 +32,7 @@ cat >"$PGDATA/pg_hba.conf" <<HBA
 # Written by the image's entrypoint at every start.
 # TYPE  DATABASE  USER      ADDRESS  METHOD
 local   all       postgres           peer
-host    $db       $user     all      scram-sha-256
+host    $db       $user     ${POSTGRES_ALLOWED_CIDR:-all}  scram-sha-256
 HBA
 
 # Socket only while the role is put in order: no client can connect in between.

@@ -74,7 +74,7 @@ def test_daemon_json_sets_log_rotation_and_live_restore(host: Any) -> None:
 
 def test_private_network_is_a_bridge(host: Any) -> None:
     net = inspect(host, "network", "prod-net")
-    assert net["Driver"] == "bridge"
+    assert net["Driver"] == "bridge" and net["Internal"] is True
     members = {c["Name"] for c in net["Containers"].values()}
     assert members == set(CONTAINERS)
 
@@ -109,7 +109,8 @@ def test_only_nginx_publishes_a_port(host: Any) -> None:
         for name in CONTAINERS
     }
     assert published.pop("prodstack-nginx") == {
-        "8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(NGINX_PORT)}]
+        "8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(NGINX_PORT)}],
+        "8443/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8443"}],
     }
     assert all(not bindings for bindings in published.values()), published
 
@@ -121,7 +122,10 @@ def test_nginx_config_is_mounted_read_only(host: Any) -> None:
 
 
 def test_nginx_health_says_ok(host: Any) -> None:
-    assert http_on_target(host, "/health") == (200, "OK")  # check_output strips the newline
+    assert http_on_target(host, "/health") == (
+        200,
+        "OK",
+    )  # check_output strips the newline
 
 
 def test_root_reports_both_dependencies_and_a_growing_counter(host: Any) -> None:
