@@ -48,17 +48,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_terminal_summary(
-    terminalreporter: Any, exitstatus: int, config: pytest.Config
-) -> None:
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if not _REPORT:
         return
     terminalreporter.section(f"container stack report (run {PREFIX})")
     for line in _REPORT:
         terminalreporter.write_line(line)
-    terminalreporter.write_line(
-        f"total container-test runtime: {time.monotonic() - _SESSION_START:.1f} s"
-    )
+    terminalreporter.write_line(f"total container-test runtime: {time.monotonic() - _SESSION_START:.1f} s")
 
 
 @pytest.fixture(scope="session")
@@ -89,13 +85,10 @@ def docker(
             input=input,
         )
     except subprocess.TimeoutExpired as exc:
-        raise DockerError(
-            f"docker {' '.join(args)}: timed out after {timeout} s"
-        ) from exc
+        raise DockerError(f"docker {' '.join(args)}: timed out after {timeout} s") from exc
     if check and proc.returncode != 0:
         raise DockerError(
-            f"docker {' '.join(args)} -> rc {proc.returncode}\n{proc.stdout[-2000:]}"
-            f"{proc.stderr[-2000:]}"
+            f"docker {' '.join(args)} -> rc {proc.returncode}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         )
     return proc
 
@@ -232,9 +225,7 @@ class Stack:
         used = _used_networks()
         last: Exception | None = None
         for _ in range(8):
-            cand = ipaddress.IPv4Network(
-                f"10.{random.randint(150, 250)}.{random.randint(0, 255)}.0/24"
-            )
+            cand = ipaddress.IPv4Network(f"10.{random.randint(150, 250)}.{random.randint(0, 255)}.0/24")
             if any(cand.overlaps(n) for n in used):
                 continue
             try:
@@ -261,9 +252,7 @@ class Stack:
             docker("volume", "create", vol)
 
     # ---- containers
-    def _run(
-        self, svc: str, *args: str, alias: str | None = None, cmd: tuple[str, ...] = ()
-    ) -> None:
+    def _run(self, svc: str, *args: str, alias: str | None = None, cmd: tuple[str, ...] = ()) -> None:
         docker(
             "run", "-d", "--init", "--name", self.names[svc], "--network", self.net,
             "--network-alias", alias or svc, *args, self.images[svc], *cmd,
@@ -344,9 +333,7 @@ class Stack:
     def nginx_processes(self) -> tuple[int, list[int]]:
         """(master PID from /tmp/nginx.pid, sorted PIDs of its children) inside the container."""
         master = int(self.exec("nginx", "cat", "/tmp/nginx.pid").stdout.strip())
-        stats = self.exec(
-            "nginx", "sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null"
-        ).stdout
+        stats = self.exec("nginx", "sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null").stdout
         children = []
         for line in stats.splitlines():
             pid, _, rest = line.partition(" (")
@@ -377,9 +364,7 @@ class Stack:
             out.append(f"-- docker logs --tail 40 {name}:\n{logs.stdout}{logs.stderr}")
         return "\n".join(out)
 
-    def wait_healthy(
-        self, services: tuple[str, ...] = SERVICES, timeout: float = HEALTH_TIMEOUT
-    ) -> float:
+    def wait_healthy(self, services: tuple[str, ...] = SERVICES, timeout: float = HEALTH_TIMEOUT) -> float:
         started = time.monotonic()
         deadline = started + timeout
         while True:
@@ -388,14 +373,10 @@ class Stack:
                 st = self.state(svc)
                 status[svc] = (st.get("Health") or {}).get("Status") or st.get("Status")
                 if st.get("Status") in ("exited", "dead"):
-                    status[svc] = (
-                        f"container {st.get('Status')} (exit {st.get('ExitCode')})"
-                    )
+                    status[svc] = f"container {st.get('Status')} (exit {st.get('ExitCode')})"
             if all(s == "healthy" for s in status.values()):
                 return time.monotonic() - started
-            if time.monotonic() > deadline or any(
-                str(s).startswith("container ") for s in status.values()
-            ):
+            if time.monotonic() > deadline or any(str(s).startswith("container ") for s in status.values()):
                 diag = self.diagnostics()
                 print(diag)
                 raise AssertionError(
@@ -449,17 +430,12 @@ def _wait_port(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if (
-                requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code
-                == 200
-            ):
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.3)
-    raise AssertionError(
-        f"NGINX /health on 127.0.0.1:{port} not answering after {timeout} s"
-    )
+    raise AssertionError(f"NGINX /health on 127.0.0.1:{port} not answering after {timeout} s")
 
 
 @pytest.fixture(scope="session")
@@ -471,9 +447,7 @@ def stack(report: Callable[[str], None]) -> Iterator[Stack]:
     try:
         t0 = time.monotonic()
         st.build_images()
-        report(
-            f"images built/verified in {time.monotonic() - t0:.1f} s (base {BASE_IMAGE})"
-        )
+        report(f"images built/verified in {time.monotonic() - t0:.1f} s (base {BASE_IMAGE})")
         st.create_network()
         st.create_volumes()
         st.run_redis()

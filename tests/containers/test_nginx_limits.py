@@ -18,9 +18,7 @@ pytestmark = pytest.mark.containers
 
 
 def rendered_with_limits() -> str:
-    spec = importlib.util.spec_from_file_location(
-        "render", REPO / "scripts" / "render-nginx-default.py"
-    )
+    spec = importlib.util.spec_from_file_location("render", REPO / "scripts" / "render-nginx-default.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -65,9 +63,7 @@ def test_rate_limit_answers_json_429(stack: Stack) -> None:
         assert limited, codes
         assert limited[0].headers["Content-Type"].startswith("application/json")
         assert limited[0].json()["error"] == "too many requests"
-        assert (
-            requests.get(f"{base}/health", timeout=2).status_code == 200
-        )  # never throttled
+        assert requests.get(f"{base}/health", timeout=2).status_code == 200  # never throttled
         time.sleep(3)
         assert requests.get(url, timeout=2).status_code == 200  # within the rate again
     finally:

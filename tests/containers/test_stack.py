@@ -58,15 +58,11 @@ def test_stack_healthy_only_nginx_published_and_serving(stack: Stack) -> None:
     for svc in stack.services:
         info = stack.inspect(stack.names[svc])
         bindings = info["HostConfig"]["PortBindings"] or {}
-        published = {
-            p: b for p, b in (info["NetworkSettings"]["Ports"] or {}).items() if b
-        }
+        published = {p: b for p, b in (info["NetworkSettings"]["Ports"] or {}).items() if b}
         if svc == "nginx":
             assert set(bindings) == {"8080/tcp"}, bindings
             assert set(published) == {"8080/tcp"}, published
-            assert all(b["HostIp"] == "127.0.0.1" for b in published["8080/tcp"]), (
-                published
-            )
+            assert all(b["HostIp"] == "127.0.0.1" for b in published["8080/tcp"]), published
             assert int(published["8080/tcp"][0]["HostPort"]) == stack.port
         else:
             assert not bindings, (svc, bindings)
@@ -103,17 +99,13 @@ def test_stack_healthy_only_nginx_published_and_serving(stack: Stack) -> None:
     # Without one, NGINX mints an ID and app + response agree on it.
     r = stack.get("/")
     minted = r.raw.headers.getlist("X-Request-ID")
-    assert minted and len(set(minted)) == 1 and minted[0] == _json(r)["request_id"], (
-        minted
-    )
+    assert minted and len(set(minted)) == 1 and minted[0] == _json(r)["request_id"], minted
 
 
 def test_request_id_header_sent_once(stack: Stack) -> None:
     r = stack.get("/", headers={"X-Request-ID": f"{stack.prefix}-once"})
     assert r.status_code == 200
-    assert len(r.raw.headers.getlist("X-Request-ID")) == 1, r.raw.headers.getlist(
-        "X-Request-ID"
-    )
+    assert len(r.raw.headers.getlist("X-Request-ID")) == 1, r.raw.headers.getlist("X-Request-ID")
 
 
 # ------------------------------------------------------------------------------------ 2
@@ -128,14 +120,10 @@ def test_nginx_started_before_app_then_follows_it(stack: Stack, report: Report) 
     assert pre["request_ids"] == [pre["request_id"]], pre
 
     # After the app started: 200 from the very same NGINX process tree.
-    assert stack.facts["app_first_200_s"] is not None, (
-        "no 200 through NGINX after app start"
-    )
+    assert stack.facts["app_first_200_s"] is not None, "no 200 through NGINX after app start"
     r = stack.get("/")
     assert r.status_code == 200, r.text
-    (started_before, restarts_before), (master_before, workers_before) = stack.facts[
-        "nginx_before_app"
-    ]
+    (started_before, restarts_before), (master_before, workers_before) = stack.facts["nginx_before_app"]
     started_now, restarts_now = stack.start_info("nginx")
     master_now, workers_now = stack.nginx_processes()
     assert started_now == started_before
@@ -172,9 +160,7 @@ def test_app_recreated_with_new_ip_nginx_follows(stack: Stack, report: Report) -
             f"app recreate: IP {old_ip} -> {new_ip}; / 200 again {waited:.2f} s after "
             f"`docker run` of the new app ({since_rm:.2f} s after rm)"
         )
-        assert resp is not None, (
-            f"/ not 200 within 10 s of the new app\n{stack.diagnostics()}"
-        )
+        assert resp is not None, f"/ not 200 within 10 s of the new app\n{stack.diagnostics()}"
         assert _json(resp)["hostname"] != "", resp.text
     finally:
         if placeholder:
@@ -207,9 +193,7 @@ def _outage(stack: Stack, report: Report, dep: str, other: str) -> None:
         )
         assert waited < 2.5 and latency < 2.5, (waited, latency)
         assert body["status"] == "degraded" and body["failed"] == [dep], body
-        assert (
-            body["checks"][dep]["status"] == "error" and body["checks"][dep]["error"]
-        ), body
+        assert body["checks"][dep]["status"] == "error" and body["checks"][dep]["error"], body
         assert body["checks"][other]["status"] == "ok", body
         h = stack.get("/health")
         assert h.status_code == 200 and h.text.strip() == "OK"
@@ -217,9 +201,7 @@ def _outage(stack: Stack, report: Report, dep: str, other: str) -> None:
         stack.docker("start", stack.names[dep])
     t_start = time.monotonic()
     resp, waited = stack.poll(_ok, timeout=15, interval=0.25)
-    assert resp is not None, (
-        f"/ not 200 within 15 s of `docker start {dep}`\n{stack.diagnostics()}"
-    )
+    assert resp is not None, f"/ not 200 within 15 s of `docker start {dep}`\n{stack.diagnostics()}"
     report(f"{dep} started again: / 200 after {time.monotonic() - t_start:.2f} s")
     after = _json(resp)
     if dep == "redis":
@@ -263,9 +245,7 @@ def test_security_contract(stack: Stack) -> None:
         assert r.stdout.strip() == str(uid), (svc, r.stdout, r.stderr)
 
     hc = "/usr/local/bin/redis-healthcheck"
-    assert stack.exec("redis", hc).returncode == 0, (
-        "healthcheck with the right password"
-    )
+    assert stack.exec("redis", hc).returncode == 0, "healthcheck with the right password"
     wrong = stack.exec(
         "redis", "sh", "-c",
         f'umask 077; f=$(mktemp); echo wrong-password >"$f"; '
@@ -311,11 +291,7 @@ def test_security_contract(stack: Stack) -> None:
 def test_image_sizes(stack: Stack, report: Report) -> None:
     rows = []
     for svc in stack.services:
-        size = int(
-            stack.docker(
-                "image", "inspect", "--format", "{{.Size}}", stack.images[svc]
-            ).stdout
-        )
+        size = int(stack.docker("image", "inspect", "--format", "{{.Size}}", stack.images[svc]).stdout)
         rows.append((svc, stack.images[svc], size))
     assert all(size > 0 for *_, size in rows)
     report(f"{'service':<9} {'image':<28} {'size':>10}")

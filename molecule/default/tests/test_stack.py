@@ -85,9 +85,7 @@ def test_data_volumes_exist(host: Any, volume: str) -> None:
 
 
 @pytest.mark.parametrize("name", CONTAINERS)
-def test_container_running_healthy_with_its_own_healthcheck(
-    host: Any, name: str
-) -> None:
+def test_container_running_healthy_with_its_own_healthcheck(host: Any, name: str) -> None:
     c = inspect(host, "container", name)
     assert c["State"]["Running"] is True
     assert c["Config"]["Healthcheck"]["Test"][0] == "CMD"
@@ -101,9 +99,7 @@ def test_only_nginx_publishes_a_port(host: Any) -> None:
     published = {
         name: {
             p: b
-            for p, b in (
-                inspect(host, "container", name)["HostConfig"]["PortBindings"] or {}
-            ).items()
+            for p, b in (inspect(host, "container", name)["HostConfig"]["PortBindings"] or {}).items()
             if b
         }
         for name in CONTAINERS
@@ -186,6 +182,4 @@ def test_passwords_appear_in_no_container_config(host: Any) -> None:
     for name in CONTAINERS:
         config = host.check_output(f"docker inspect {name}")
         for secret in secrets:
-            assert secret not in config, (
-                f"a password is visible in docker inspect {name}"
-            )
+            assert secret not in config, f"a password is visible in docker inspect {name}"
