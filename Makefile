@@ -52,6 +52,7 @@ status: venv
 lint: venv
 	yamllint --strict .
 	python3 scripts/render-nginx-default.py --check
+	python3 scripts/document-variables.py --check
 	ansible-lint
 	ruff check app tests molecule
 	ruff format --check app tests molecule
