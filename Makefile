@@ -7,13 +7,15 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help venv engine packages images-prereq targets up down status test lint test-app \
-        test-containers molecule clean
+        test-containers molecule resilience bench clean
 
 help:
 	@echo "make up      deploy the stack to a local throwaway Debian 12 target and print its URL"
 	@echo "make down    remove that target"
 	@echo "make status  the stack's containers on the local target (the seed's 'docker compose ps')"
 	@echo "make test    lint, app tests, container tests, molecule test (what CI runs)"
+	@echo "make bench   benchmark against the seed's way; writes docs/PERFORMANCE.md"
+	@echo "make resilience  the timed failure tests (work in progress, not in make test)"
 
 $(VENV)/.installed: requirements-dev.txt app/requirements.txt
 	python3 -m venv $(VENV)
@@ -54,8 +56,8 @@ lint: venv
 	python3 scripts/render-nginx-default.py --check
 	python3 scripts/document-variables.py --check
 	ansible-lint
-	ruff check app tests molecule
-	ruff format --check app tests molecule
+	ruff check app tests molecule bench scripts
+	ruff format --check app tests molecule bench scripts
 	cd app && mypy --strict prodstack_app
 
 test-app: venv packages
@@ -66,6 +68,15 @@ test-containers: venv engine packages
 
 molecule: venv targets
 	scripts/molecule-test.sh default
+
+# The benchmark: the deployed stack against the seed's way, in one run; rewrites
+# docs/PERFORMANCE.md (about 10 minutes on an idle 2-core machine).
+bench: venv engine packages
+	bench/run.sh
+
+# The timed failure tests (docs/RESILIENCE.md). Not yet part of `make test`: see the README.
+resilience: venv targets
+	scripts/molecule-test.sh resilience
 
 # Each stage has a time budget (seconds) and prints what it used; the sum stays well under
 # CI's 90-minute limit.

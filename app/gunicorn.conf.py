@@ -9,6 +9,13 @@ from prodstack_app.config import load_config_or_exit
 
 _cfg = load_config_or_exit()
 
+# Import the app's modules (Flask, Werkzeug, redis, psycopg) once, in the master: every
+# worker forks with them loaded instead of importing them itself, so workers boot faster
+# (a recreated or restarted app answers sooner) and share those pages. Only imports:
+# create_app() still runs in each worker after the fork, so pools and threads stay per
+# worker (preload_app stays False).
+import prodstack_app.web  # noqa: E402,F401
+
 wsgi_app = "prodstack_app.web:create_app()"
 bind = [f"0.0.0.0:{_cfg.port}"]
 worker_class = "gthread"

@@ -183,3 +183,9 @@ def test_passwords_appear_in_no_container_config(host: Any) -> None:
         config = host.check_output(f"docker inspect {name}")
         for secret in secrets:
             assert secret not in config, f"a password is visible in docker inspect {name}"
+
+
+def test_watchdog_timer_active_and_enabled(host: Any) -> None:
+    timer = host.service("prodstack-watchdog.timer")
+    assert timer.is_running and timer.is_enabled
+    assert host.file("/usr/local/sbin/prodstack-watchdog").mode == 0o755

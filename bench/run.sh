@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `make bench`: the issue-5 benchmark in one run (see bench/bench.py for what it measures).
+# Prints the table and rewrites docs/PERFORMANCE.md. Takes about 10 minutes.
+#   BENCH_DURATION=15  seconds per wrk row        BENCH_KEEP=1  keep the target afterwards
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+export ANSIBLE_CONFIG=$here/ansible.cfg
+[ -x .venv/bin/ansible-playbook ] || make --no-print-directory venv
+export PATH=$here/.venv/bin:$PATH
+scripts/ensure-docker.sh
+scripts/ensure-packages.sh            # wrk, curl among them
+scripts/build-target-image.sh bookworm >/dev/null
+PYTHON=$here/.venv/bin/python scripts/download-wheels.sh   # the baseline image uses the same wheels
+exec python3 bench/bench.py "$@"

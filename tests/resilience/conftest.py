@@ -1,0 +1,54 @@
+"""Fixtures of the resilience cases; run by `molecule verify -s resilience` (testinfra).
+
+Each case fills a reslib.Case; at the end of the session the cases are written to
+docs/RESILIENCE.md with the outcome pytest saw (a failed assertion marks the row FAIL).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+from reslib import REPO, Case, Report, Target, get, target_name
+
+if "MOLECULE_INVENTORY_FILE" not in os.environ:
+    pytest.skip(
+        "resilience cases run inside `molecule verify -s resilience`",
+        allow_module_level=True,
+    )
+
+REPORT = Report()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+
+
+@pytest.fixture(scope="session")
+def target() -> Iterator[Target]:
+    t = Target(target_name())
+    yield t
+    REPORT.write(REPO / "docs" / "RESILIENCE.md", t.name)
+
+
+@pytest.fixture(scope="session")
+def url(target: Target) -> str:
+    return target.url()
+
+
+@pytest.fixture
+def case(request: pytest.FixtureRequest, target: Target, url: str) -> Iterator[Case]:
+    """The case's row; the stack is healthy and answering before the case starts."""
+    number, _, title = (request.node.function.__doc__ or "").strip().partition(". ")
+    row = Case(number, title.split("\n")[0].rstrip("."))
+    REPORT.cases.append(row)
+    target.wait_healthy(timeout=180)
+    assert get(url + "/").ok, "the stack does not answer / before the case"
+    yield row
+    rep = getattr(request.node, "rep_call", None)
+    row.passed = bool(rep and rep.passed)

@@ -1,0 +1,376 @@
+"""Helpers for the resilience cases: the target, faults, converges, traffic, the report.
+
+Faults are injected from the machine with ``docker exec TARGET docker ...`` (the target's
+own engine). Traffic goes only to the target's port published on the machine's loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = REPO / "molecule" / "resilience"
+NGINX, APP, REDIS, POSTGRES = (
+    "prodstack-nginx",
+    "prodstack-app",
+    "prodstack-redis",
+    "prodstack-postgres",
+)
+STACK = [POSTGRES, REDIS, APP, NGINX]
+
+
+# --- the target ---------------------------------------------------------------------------
+
+
+def target_name() -> str:
+    """The one host of the Molecule inventory (prodstack-RUNID-res)."""
+    inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
+    hosts = inventory["all"]["hosts"]
+    (name,) = hosts
+    return str(name)
+
+
+def run(argv: list[str], timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=check)
+
+
+class Target:
+    """The Molecule target and its inner Docker engine."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def sh(self, *argv: str, timeout: float = 180, check: bool = True) -> str:
+        return run(["docker", "exec", self.name, *argv], timeout, check).stdout
+
+    def docker(self, *argv: str, timeout: float = 180, check: bool = True) -> str:
+        return self.sh("docker", *argv, timeout=timeout, check=check)
+
+    def inspect(self, container: str) -> dict[str, Any]:
+        out = self.docker("inspect", container, check=False)
+        items = json.loads(out or "[]")
+        return items[0] if items else {}
+
+    def ip(self, container: str, network: str = "prod-net") -> str:
+        networks = self.inspect(container)["NetworkSettings"]["Networks"]
+        return str(networks[network]["IPAddress"])
+
+    def health(self, container: str) -> str:
+        state = self.inspect(container).get("State", {})
+        return str(state.get("Health", {}).get("Status", "missing"))
+
+    def identity(self) -> dict[str, tuple[str, str]]:
+        """Container ID and StartedAt of each stack container: unchanged means untouched."""
+        out: dict[str, tuple[str, str]] = {}
+        for name in STACK:
+            c = self.inspect(name)
+            out[name] = (
+                c.get("Id", "missing"),
+                c.get("State", {}).get("StartedAt", ""),
+            )
+        return out
+
+    def wait_healthy(self, timeout: float = 180) -> float:
+        return wait_for(lambda: all(self.health(c) == "healthy" for c in STACK), timeout)
+
+    def gunicorn_master(self) -> int:
+        """PID (in the app container) of gunicorn's master: the child of docker-init."""
+        script = (
+            "import os\n"
+            "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+            "    try:\n"
+            "        stat = open(f'/proc/{p}/stat').read()\n"
+            "        cmd = open(f'/proc/{p}/cmdline').read()\n"
+            "    except OSError:\n"
+            "        continue\n"
+            "    if stat.rsplit(')', 1)[1].split()[1] == '1' and 'gunicorn' in cmd:\n"
+            "        print(p)\n"
+        )
+        return int(self.docker("exec", APP, "python3", "-c", script).split()[0])
+
+    def gunicorn_pids(self) -> list[int]:
+        script = (
+            "import os\n"
+            "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+            "    try:\n"
+            "        if 'gunicorn' in open(f'/proc/{p}/cmdline').read():\n"
+            "            print(p)\n"
+            "    except OSError:\n"
+            "        pass\n"
+        )
+        return [int(p) for p in self.docker("exec", APP, "python3", "-c", script).split()]
+
+    def app_ready(self) -> bool:
+        """The app's own /health answers (inside its container, not through NGINX)."""
+        argv = ["docker", "exec", self.name, "docker", "exec", APP]
+        return run([*argv, "python3", "/opt/app/healthcheck.py"], 10, False).returncode == 0
+
+    def nginx_pids(self) -> list[str]:
+        """Host PIDs of NGINX's master and workers: a reload replaces the workers."""
+        out = self.docker("top", NGINX, "-o", "pid,args")
+        return sorted(line.split()[0] for line in out.splitlines()[1:] if "nginx" in line)
+
+    def sql(self, query: str) -> str:
+        return self.docker("exec", POSTGRES, "psql", "-h", "/tmp", "-d", "app", "-tAc", query).strip()
+
+    def url(self) -> str:
+        """The target's port 8080 as published on this machine's loopback."""
+        mapping = run(["docker", "port", self.name, "8080/tcp"]).stdout.split()[0]
+        return f"http://{mapping}"
+
+
+def parse_time(stamp: str) -> float:
+    """Docker's RFC 3339 nanosecond timestamps as epoch seconds."""
+    main, _, frac = stamp.rstrip("Z").partition(".")
+    base = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return base.timestamp() + float(f"0.{frac or 0}")
+
+
+def wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.5) -> float:
+    """Seconds until pred() holds; AssertionError after timeout."""
+    start = time.monotonic()
+    while True:
+        try:
+            if pred():
+                return time.monotonic() - start
+        except (subprocess.SubprocessError, KeyError, ValueError, OSError):
+            pass
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+# --- converges ----------------------------------------------------------------------------
+
+
+@dataclass
+class PlayResult:
+    rc: int
+    seconds: float
+    changed: int
+    failed: int
+    output: str
+
+
+RECAP = re.compile(r"^\S+\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def converge(*extra: str, playbook: Path = SCENARIO / "converge.yml") -> PlayResult:
+    """ansible-playbook against the Molecule inventory, with Molecule's ansible.cfg."""
+    argv = [
+        "ansible-playbook",
+        "-i",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        str(playbook),
+    ]
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [*argv, *extra],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        check=False,
+    )
+    seconds = time.monotonic() - start
+    out = proc.stdout + proc.stderr
+    recaps = RECAP.findall(out)
+    changed = sum(int(r[1]) for r in recaps)
+    failed = sum(int(r[3]) + int(r[2]) for r in recaps)
+    return PlayResult(proc.returncode, seconds, changed, failed, out)
+
+
+# --- traffic ------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    sent: float  # epoch seconds
+    latency: float  # seconds; the timeout when status is 0
+    status: int  # 0: timeout or connection error
+    body: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def get(url: str, timeout: float = 3.0) -> Response:
+    sent = time.time()
+    start = time.monotonic()
+    status, raw = 0, b""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (OSError, ValueError):
+        status = 0
+    latency = time.monotonic() - start
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    return Response(sent, latency, status, body if isinstance(body, dict) else None)
+
+
+class Traffic:
+    """GET at a fixed rate in the background, bounded in count and time; keeps every answer."""
+
+    def __init__(
+        self,
+        url: str,
+        rate: float = float(os.environ.get("RESILIENCE_RATE", "8")),
+        timeout: float = 3.0,
+        max_seconds: float = 900.0,
+    ) -> None:
+        self.url, self.rate, self.timeout = url, rate, timeout
+        self.max_count = int(rate * max_seconds)
+        self.responses: list[Response] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=int(rate * timeout) + 4)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _one(self) -> None:
+        r = get(self.url, self.timeout)
+        with self._lock:
+            self.responses.append(r)
+
+    def _loop(self) -> None:
+        start = time.monotonic()
+        for i in range(self.max_count):
+            delay = start + i / self.rate - time.monotonic()
+            if self._stop.wait(max(0.0, delay)):
+                break
+            self._pool.submit(self._one)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+
+    def snapshot(self) -> list[Response]:
+        with self._lock:
+            return sorted(self.responses, key=lambda r: r.sent)
+
+    def between(self, t0: float, t1: float = float("inf")) -> list[Response]:
+        return [r for r in self.snapshot() if t0 <= r.sent < t1]
+
+    def wait_ok(self, after: float, count: int = 10, timeout: float = 120) -> Response:
+        """First of `count` consecutive 2xx answers to requests sent after `after`."""
+        found: list[Response] = []
+
+        def streak() -> bool:
+            run_: list[Response] = []
+            for r in self.between(after):
+                run_ = [*run_, r] if r.ok else []
+                if len(run_) >= count:
+                    found.append(run_[0])
+                    return True
+            return False
+
+        wait_for(streak, timeout, 0.2)
+        return found[0]
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def summary(responses: list[Response]) -> str:
+    failed = [r for r in responses if not r.ok]
+    timeouts = sum(1 for r in failed if r.status == 0)
+    lat = [r.latency * 1000 for r in responses]
+    return (
+        f"{len(responses)} requests, {len(failed)} failed ({timeouts} timeouts), "
+        f"p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms"
+    )
+
+
+def last_visits(responses: list[Response]) -> int:
+    return max((int(r.body["visits"]) for r in responses if r.ok and r.body), default=0)
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    number: str
+    title: str
+    done: str = ""
+    expected: str = ""
+    measured: str = ""
+    passed: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    cases: list[Case] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    def write(self, path: Path, target: str) -> None:
+        def cell(text: str) -> str:
+            return text.replace("|", "\\|").replace("\n", " ")
+
+        mark = {True: "PASS", False: "**FAIL**", None: "not run"}
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        docker = run(["docker", "version", "-f", "{{.Server.Version}}"], check=False)
+        lines = [
+            "# Resilience: measured failure tests",
+            "",
+            "Generated by `molecule test -s resilience` (tests/resilience/); do not edit by hand.",
+            "Traffic: a bounded client on the machine's loopback through the published NGINX",
+            "port (fixed rate, 3 s timeout per request; every non-2xx and timeout counts as",
+            "failed).",
+            "",
+            f"Machine: {platform.node()}, {os.cpu_count()} cores, Linux {platform.release()}, "
+            f"Docker {docker.stdout.strip() or '?'}; target `{target}` (Debian 12). "
+            f"Run: {now}, verify took {time.time() - self.started:.0f} s.",
+            "",
+            "| case | what was done | expected | measured | pass |",
+            "|---|---|---|---|---|",
+        ]
+        for c in self.cases:
+            lines.append(
+                f"| {c.number}. {cell(c.title)} | {cell(c.done)} | {cell(c.expected)} | "
+                f"{cell(c.measured)} | {mark[c.passed]} |"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+
+
+@contextmanager
+def timed() -> Iterator[Callable[[], float]]:
+    start = time.monotonic()
+    yield lambda: time.monotonic() - start
