@@ -54,6 +54,10 @@ def test_stack_healthy_only_nginx_published_and_serving(stack: Stack) -> None:
         assert st["Running"], (svc, st)
         assert st["Health"]["Status"] == "healthy", stack.health_log(stack.names[svc])
 
+    # NGINX answers /health itself; /app-health is the app's own liveness through the proxy.
+    app_health = stack.get("/app-health")
+    assert app_health.status_code == 200 and app_health.json() == {"status": "ok"}, app_health.text
+
     # Only NGINX has host port bindings, and only on loopback.
     for svc in stack.services:
         info = stack.inspect(stack.names[svc])
