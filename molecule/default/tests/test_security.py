@@ -11,11 +11,10 @@ import ssl
 import subprocess
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
-from test_stack import CONTAINERS, SECRETS_DIR, inspect
+from test_stack import CONTAINERS, SECRETS_DIR, ansible_env, inspect
 
 BACKEND = ["prodstack-app", "prodstack-redis", "prodstack-postgres"]
 CONTAINER_UID = {
@@ -218,12 +217,7 @@ def test_secret_values_in_no_inspect_log_or_image(host: Any) -> None:
 
 def test_check_mode_changes_nothing_and_prints_no_secret(host: Any) -> None:
     """`ansible-playbook site.yml --check --diff -v` on the converged host: changed=0, no secret."""
-    project = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(project / "ansible.cfg"),
-        ANSIBLE_ROLES_PATH=str(project / "roles"),
-    )
+    project, env = ansible_env()
     name = host.backend.get_hostname()
     run = subprocess.run(
         [

@@ -7,8 +7,10 @@ published port); none of them can pass on a host where the deployment did not ha
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,14 @@ SECRET_READERS = {
     "redis_password.app": 10001,
 }
 NGINX_PORT = 8080
+
+
+def ansible_env() -> tuple[Path, dict[str, str]]:
+    """The repo and an environment that runs its ansible-playbook as `make` does."""
+    project = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(project / "ansible.cfg"))
+    env["ANSIBLE_ROLES_PATH"] = str(project / "roles")
+    return project, env
 
 
 def inspect(host: Any, kind: str, name: str) -> dict[str, Any]:
