@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from test_stack import CONTAINERS, SECRETS_DIR, ansible_env, inspect
+from test_stack import CONTAINERS, SECRETS_DIR, inspect, run_site
 
 BACKEND = ["prodstack-app", "prodstack-redis", "prodstack-postgres"]
 CONTAINER_UID = {
@@ -217,28 +217,10 @@ def test_secret_values_in_no_inspect_log_or_image(host: Any) -> None:
 
 def test_check_mode_changes_nothing_and_prints_no_secret(host: Any) -> None:
     """`ansible-playbook site.yml --check --diff -v` on the converged host: changed=0, no secret."""
-    project, env = ansible_env()
     name = host.backend.get_hostname()
-    run = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            str(project / "site.yml"),
-            "--check",
-            "--diff",
-            "-v",
-            "--limit",
-            name,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
+    output, recap = run_site(
+        os.environ["MOLECULE_INVENTORY_FILE"], "--check", "--diff", "-v", "--limit", name, timeout=600
     )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-3000:]
-    assert f"{name}" in output and "changed=0" in output.split("PLAY RECAP")[-1], output[-3000:]
+    assert name in recap and "changed=0" in recap, recap
     for secret in read_secrets(host):
         assert secret not in output, "a password appears in Ansible's output"

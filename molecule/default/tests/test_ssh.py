@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from test_stack import ansible_env
+from test_stack import run_site
 
 # A throwaway target with a fresh host key each run: nothing to pin.
 SSH_OPTS = ("-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null")
@@ -57,18 +57,7 @@ def test_site_converges_over_ssh_with_become(host: Any, tmp_path: Path) -> None:
             }
         )
     )
-    project, env = ansible_env()
-    run = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(project / "site.yml")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-3000:]
-    recap = output.split("PLAY RECAP")[-1]
+    _, recap = run_site(str(inventory))
     assert name in recap and "changed=0" in recap and "unreachable=0" in recap, recap
     # The play really went over SSH as deploy, with sudo: the connection user is visible.
     whoami = subprocess.run(

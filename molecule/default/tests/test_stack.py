@@ -39,6 +39,22 @@ def ansible_env() -> tuple[Path, dict[str, str]]:
     return project, env
 
 
+def run_site(inventory: str, *args: str, timeout: int = 900) -> tuple[str, str]:
+    """Run the repo's site.yml against an inventory; it must succeed. Returns (output, recap)."""
+    project, env = ansible_env()
+    run = subprocess.run(
+        ["ansible-playbook", "-i", inventory, str(project / "site.yml"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    return output, output.split("PLAY RECAP")[-1]
+
+
 def inspect(host: Any, kind: str, name: str) -> dict[str, Any]:
     out = host.check_output(f"docker {kind} inspect {name}")
     return json.loads(out)[0]
