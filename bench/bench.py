@@ -232,23 +232,14 @@ class Target:
         log(f"converge {label}: {wall:.1f} s, changed={res['changed']}")
         return res
 
+    def psql(self, database: str, sql: str, check: bool = True) -> None:
+        """Run SQL as PostgreSQL's superuser over the container's local socket."""
+        self.sh("docker", "exec", "prodstack-postgres", "psql", "-h", "/tmp", "-U", "postgres",
+                "-d", database, "-qc", sql, check=check)  # fmt: skip
+
     def truncate_visits(self) -> None:
         """Every / measurement starts from an empty visits table (the app counts its rows)."""
-        self.sh(
-            "docker",
-            "exec",
-            "prodstack-postgres",
-            "psql",
-            "-h",
-            "/tmp",
-            "-U",
-            "postgres",
-            "-d",
-            "app",
-            "-qc",
-            "TRUNCATE visits",
-            check=False,
-        )
+        self.psql("app", "TRUNCATE visits", check=False)
 
 
 def parse_ansible(out: str) -> dict[str, Any]:

@@ -75,20 +75,7 @@ def apply(
     target.sh("docker", "exec", "prodstack-nginx", "nginx", "-s", "reload")
     if lever.get("nginx_directives"):
         target.patch_nginx(lever["nginx_directives"])
-    target.sh(
-        "docker",
-        "exec",
-        "prodstack-postgres",
-        "psql",
-        "-h",
-        "/tmp",
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-        "-qc",
-        lever.get("postgres_sql") or "ALTER DATABASE app RESET ALL",
-    )
+    target.psql("postgres", lever.get("postgres_sql") or "ALTER DATABASE app RESET ALL")
     app_role(target, extra, logdir, label)
     # Per-database settings reach new connections only: start the app's pools afresh.
     target.sh("docker", "restart", "-t", "5", "prodstack-app")
