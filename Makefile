@@ -56,8 +56,8 @@ lint: venv
 	python3 scripts/render-nginx-default.py --check
 	python3 scripts/document-variables.py --check
 	ansible-lint
-	ruff check app tests molecule bench scripts
-	ruff format --check app tests molecule bench scripts
+	ruff check app tests molecule bench scripts roles
+	ruff format --check app tests molecule bench scripts roles
 	cd app && mypy --strict prodstack_app
 
 test-app: venv packages
