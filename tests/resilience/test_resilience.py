@@ -21,7 +21,6 @@ from reslib import (
     NGINX,
     POSTGRES,
     REDIS,
-    SCENARIO,
     STACK,
     Case,
     PlayResult,
