@@ -11,7 +11,7 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
-from reslib import REPO, Case, Report, Target, get, target_name
+from reslib import REPO, Case, Report, Target, get, target_name, wait_for
 
 if "MOLECULE_INVENTORY_FILE" not in os.environ:
     pytest.skip(
@@ -48,7 +48,7 @@ def case(request: pytest.FixtureRequest, target: Target, url: str) -> Iterator[C
     row = Case(number, title.split("\n")[0].rstrip("."))
     REPORT.cases.append(row)
     target.wait_healthy(timeout=180)
-    assert get(url + "/").ok, "the stack does not answer / before the case"
+    wait_for(lambda: get(url + "/").ok, 120)  # an earlier failed case may still be healing
     yield row
     rep = getattr(request.node, "rep_call", None)
     row.passed = bool(rep and rep.passed)

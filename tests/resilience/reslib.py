@@ -106,11 +106,12 @@ class Target:
         return int(self.docker("exec", APP, "python3", "-c", script).split()[0])
 
     def gunicorn_pids(self) -> list[int]:
+        """gunicorn's master and workers (by process name: not docker-init, not this probe)."""
         script = (
             "import os\n"
             "for p in filter(str.isdigit, os.listdir('/proc')):\n"
             "    try:\n"
-            "        if 'gunicorn' in open(f'/proc/{p}/cmdline').read():\n"
+            "        if open(f'/proc/{p}/comm').read().strip() == 'gunicorn':\n"
             "            print(p)\n"
             "    except OSError:\n"
             "        pass\n"
