@@ -129,7 +129,6 @@ def create_app(cfg: Config | None = None) -> Flask:
             "failed": failed,
             "visits": results["redis"].data.get("visits"),
             "row_id": results["postgres"].data.get("row_id"),
-            "rows": results["postgres"].data.get("rows"),
             "hostname": hostname,
             "version": cfg.version,
             "request_id": g.request_id,

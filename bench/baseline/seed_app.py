@@ -82,7 +82,6 @@ def index():
                 "INSERT INTO visits (hostname) VALUES (%s) RETURNING id", (HOSTNAME,)
             ).fetchone()
             body["row_id"] = row[0]
-            body["rows"] = conn.execute("SELECT count(*) FROM visits").fetchone()[0]
     except Exception as exc:
         body["failed"].append("postgres")
         body["postgres_error"] = str(exc)[:200]

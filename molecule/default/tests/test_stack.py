@@ -158,7 +158,7 @@ def test_root_reports_both_dependencies_and_a_growing_counter(host: Any) -> None
     assert first["checks"]["redis"]["status"] == "ok"
     assert first["checks"]["postgres"]["status"] == "ok"
     assert second["visits"] > first["visits"]
-    assert second["rows"] > first["rows"]
+    assert second["row_id"] > first["row_id"]
 
 
 def test_stack_answers_from_the_machine_through_the_target(host: Any) -> None:
