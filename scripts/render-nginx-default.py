@@ -31,14 +31,10 @@ def render(**overrides: object) -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv[1:]:
-        if TARGET.read_text() != text:
-            print(f"{TARGET.relative_to(ROOT)} is stale: run scripts/render-nginx-default.py")
-            return 1
-        return 0
-    TARGET.write_text(text)
-    return 0
+    # Imported here: tests load render() from this file by path, without scripts/ on sys.path.
+    from generated_file import write_or_check
+
+    return write_or_check(TARGET, render(), Path(__file__).name)
 
 
 if __name__ == "__main__":
