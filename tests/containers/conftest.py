@@ -10,6 +10,7 @@ Env:  PST_BASE_IMAGE  base image for every build (default prodstack/debian:bookw
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import os
@@ -21,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -66,6 +68,15 @@ def report() -> Callable[[str], None]:
         _REPORT.append(line)
 
     return add
+
+
+def load_script(path: Path) -> ModuleType:
+    """A project script (not a package module) imported by path, to test its functions."""
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # --------------------------------------------------------------------------- docker CLI
@@ -308,7 +319,8 @@ class Stack:
         return [n for n in names if n.startswith(f"{PREFIX}-")]
 
     # ---- inspection
-    def inspect(self, name: str) -> dict[str, Any]:
+    @staticmethod
+    def inspect(name: str) -> dict[str, Any]:
         data: list[dict[str, Any]] = json.loads(docker("inspect", name).stdout)
         return data[0]
 

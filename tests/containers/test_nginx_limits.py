@@ -4,7 +4,6 @@ a client over the rate gets NGINX's JSON 429, one within it is served, and NGINX
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,18 +11,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import REPO, Stack, docker
+from conftest import REPO, Stack, docker, load_script
 
 pytestmark = pytest.mark.containers
 
 
 def rendered_with_limits() -> str:
-    spec = importlib.util.spec_from_file_location("render", REPO / "scripts" / "render-nginx-default.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     return str(
-        module.render(
+        load_script(REPO / "scripts" / "render-nginx-default.py").render(
             nginx_rate_limit_enabled=True,
             nginx_rate_limit_per_second=2,
             nginx_rate_limit_burst=3,

@@ -5,32 +5,16 @@ by an old last check) it runs the container's own check and restarts only on fai
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from types import ModuleType
-from typing import Any
 
 import pytest
-from conftest import BASE_IMAGE, PREFIX, REPO, docker
+from conftest import BASE_IMAGE, PREFIX, REPO, Stack, docker, load_script
 
 pytestmark = pytest.mark.containers
 SCRIPT = REPO / "roles" / "stack_watchdog" / "files" / "prodstack-watchdog.py"
-
-
-def watchdog_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("prodstack_watchdog", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def inspect(name: str) -> dict[str, Any]:
-    return dict(json.loads(docker("inspect", name).stdout)[0])
 
 
 @pytest.fixture
@@ -44,7 +28,7 @@ def probe_container() -> Iterator[str]:
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while inspect(name)["State"]["Health"]["Status"] != "healthy":
+        while Stack.inspect(name)["State"]["Health"]["Status"] != "healthy":
             assert time.monotonic() < deadline, "the probe container never became healthy"
             time.sleep(0.5)
         yield name
@@ -58,30 +42,30 @@ def run_watchdog(*names: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_healthy_and_missing_containers_are_left_alone(probe_container: str) -> None:
-    started = inspect(probe_container)["State"]["StartedAt"]
+    started = Stack.inspect(probe_container)["State"]["StartedAt"]
     proc = run_watchdog(probe_container, f"{PREFIX}-no-such-container")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
-    assert inspect(probe_container)["State"]["StartedAt"] == started
+    assert Stack.inspect(probe_container)["State"]["StartedAt"] == started
 
 
 def test_unhealthy_running_container_is_restarted(probe_container: str) -> None:
-    started = inspect(probe_container)["State"]["StartedAt"]
+    started = Stack.inspect(probe_container)["State"]["StartedAt"]
     docker("exec", probe_container, "rm", "/tmp/ok")
     deadline = time.monotonic() + 30
-    while inspect(probe_container)["State"]["Health"]["Status"] != "unhealthy":
+    while Stack.inspect(probe_container)["State"]["Health"]["Status"] != "unhealthy":
         assert time.monotonic() < deadline, "the probe container never became unhealthy"
         time.sleep(0.5)
     proc = run_watchdog(probe_container)
     assert proc.returncode == 0, proc.stderr
     assert f"{probe_container} is unhealthy: restarting it" in proc.stdout
-    assert inspect(probe_container)["State"]["StartedAt"] != started
+    assert Stack.inspect(probe_container)["State"]["StartedAt"] != started
 
 
 def test_stalled_healthcheck_is_probed_by_the_watchdog(probe_container: str) -> None:
     """Docker's last check made to look 10 minutes old: the watchdog's own probe decides."""
-    wd = watchdog_module()
-    container = inspect(probe_container)
+    wd = load_script(SCRIPT)
+    container = Stack.inspect(probe_container)
     for entry in container["State"]["Health"]["Log"]:
         entry["End"] = "2000-01-01T00:00:00.000000000Z"
     assert wd.verdict(probe_container, container, time.time()) is None  # its check passes
