@@ -90,33 +90,30 @@ class Target:
     def wait_healthy(self, timeout: float = 180) -> float:
         return wait_for(lambda: all(self.health(c) == "healthy" for c in STACK), timeout)
 
-    def gunicorn_master(self) -> int:
-        """PID (in the app container) of gunicorn's master: the child of docker-init."""
+    def gunicorn_processes(self) -> dict[int, int]:
+        """PID -> parent PID (in the app container) of gunicorn's master and workers, found by
+        process name: not docker-init, whose command line names gunicorn too, nor this probe."""
         script = (
             "import os\n"
             "for p in filter(str.isdigit, os.listdir('/proc')):\n"
             "    try:\n"
             "        stat = open(f'/proc/{p}/stat').read()\n"
-            "        cmd = open(f'/proc/{p}/cmdline').read()\n"
             "    except OSError:\n"
             "        continue\n"
-            "    if stat.rsplit(')', 1)[1].split()[1] == '1' and 'gunicorn' in cmd:\n"
-            "        print(p)\n"
+            "    name, fields = stat[stat.index('(') + 1:].rsplit(')', 1)\n"
+            "    if name == 'gunicorn':\n"
+            "        print(p, fields.split()[1])\n"
         )
-        return int(self.docker("exec", APP, "python3", "-c", script).split()[0])
+        out = self.docker("exec", APP, "python3", "-c", script).split()
+        return {int(pid): int(ppid) for pid, ppid in zip(out[::2], out[1::2], strict=True)}
+
+    def gunicorn_master(self) -> int:
+        """gunicorn's master: the child of docker-init (PID 1)."""
+        (master,) = [pid for pid, ppid in self.gunicorn_processes().items() if ppid == 1]
+        return master
 
     def gunicorn_pids(self) -> list[int]:
-        """gunicorn's master and workers (by process name: not docker-init, not this probe)."""
-        script = (
-            "import os\n"
-            "for p in filter(str.isdigit, os.listdir('/proc')):\n"
-            "    try:\n"
-            "        if open(f'/proc/{p}/comm').read().strip() == 'gunicorn':\n"
-            "            print(p)\n"
-            "    except OSError:\n"
-            "        pass\n"
-        )
-        return [int(p) for p in self.docker("exec", APP, "python3", "-c", script).split()]
+        return sorted(self.gunicorn_processes())
 
     def app_ready(self) -> bool:
         """The app's own /health answers (inside its container, not through NGINX)."""
