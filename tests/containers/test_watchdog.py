@@ -1,74 +1,228 @@
-"""The host watchdog (roles/stack_watchdog/files/prodstack-watchdog.py) against real containers:
-it restarts a running container whose healthcheck fails, leaves a healthy one alone, and
-when Docker has stopped running a check (the Docker 20.10 live-restore freeze, simulated
-by an old last check) it runs the container's own check and restarts only on failure."""
+"""The host watchdog (roles/stack_watchdog/files/prodstack-watchdog.py) against real containers.
+
+Each test runs the watchdog's real `run` pass (a subprocess, as the systemd timer does) with
+its own settings file, a label only this run's containers carry (so nothing else on the
+engine is looked at), and short windows so a sustained failure takes seconds, not minutes.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import BASE_IMAGE, PREFIX, REPO, Stack, docker, load_script
 
 pytestmark = pytest.mark.containers
 SCRIPT = REPO / "roles" / "stack_watchdog" / "files" / "prodstack-watchdog.py"
+LABEL = f"{PREFIX}.role"
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        time.sleep(0.3)
+
+
+def health(name: str) -> str:
+    return str(Stack.inspect(name)["State"].get("Health", {}).get("Status"))
+
+
+def started_at(name: str) -> str:
+    return str(Stack.inspect(name)["State"]["StartedAt"])
+
+
+class Watchdog:
+    """One settings file and state directory; `run()` is one pass of the real script."""
+
+    def __init__(self, tmp: Path, **settings: Any) -> None:
+        self.tmp = tmp
+        self.config = tmp / "watchdog.json"
+        self.settings = {
+            "label": LABEL,
+            "window": 1,
+            "data_window": 1,
+            "min_failed_passes": 2,
+            "probe_timeout": 10,
+            "budget": 3,
+            "backoff": 0,
+            "max_load": 1000.0,
+            "max_cpu_pressure": 100.0,
+            "overload_max_wait": 0,
+            "state_file": str(tmp / "state" / "state.json"),
+            "hold_dir": str(tmp / "hold"),
+            **settings,
+        }
+        self.config.write_text(json.dumps(self.settings))
+
+    def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, str(SCRIPT), "--config", str(self.config), *argv]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+
+    def run(self) -> subprocess.CompletedProcess[str]:
+        return self.cli("run")
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        proc = self.cli("status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return {row["name"]: row for row in json.loads(proc.stdout)}
 
 
 @pytest.fixture
-def probe_container() -> Iterator[str]:
-    """A running container whose healthcheck passes while /tmp/ok exists."""
-    name = f"{PREFIX}-watchdog"
-    docker(
-        "run", "-d", "--name", name, "--init",
-        "--health-cmd", "test -e /tmp/ok", "--health-interval", "1s", "--health-retries", "2",
-        "--health-timeout", "2s", "--entrypoint", "sh", BASE_IMAGE, "-c", "touch /tmp/ok; exec sleep 600",
-    )  # fmt: skip
+def containers() -> Iterator[Callable[..., str]]:
+    """Starts labelled containers whose healthcheck passes while /tmp/ok exists (or `check`)."""
+    made: list[str] = []
+
+    def make(suffix: str, role: str = "app", check: str = "test -e /tmp/ok", timeout: str = "2s") -> str:
+        name = f"{PREFIX}-wd-{suffix}"
+        made.append(name)
+        docker(
+            "run", "-d", "--name", name, "--init", "--label", f"{LABEL}={role}",
+            "--health-cmd", check, "--health-interval", "1s", "--health-retries", "2",
+            "--health-timeout", timeout, "--entrypoint", "sh", BASE_IMAGE, "-c",
+            "touch /tmp/ok; exec sleep 600",
+        )  # fmt: skip
+        return name
+
     try:
-        deadline = time.monotonic() + 30
-        while Stack.inspect(name)["State"]["Health"]["Status"] != "healthy":
-            assert time.monotonic() < deadline, "the probe container never became healthy"
-            time.sleep(0.5)
-        yield name
+        yield make
     finally:
-        docker("rm", "-f", name, check=False)
+        for name in made:
+            docker("rm", "-f", name, check=False)
 
 
-def run_watchdog(*names: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, str(SCRIPT), "--stop-timeout", "1", *names]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+def test_healthy_container_is_left_alone(containers: Callable[..., str], tmp_path: Path) -> None:
+    name = containers("healthy")
+    wait_until(lambda: health(name) == "healthy", 30, "healthy")
+    before = started_at(name)
+    proc = Watchdog(tmp_path).run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert name not in proc.stdout
+    assert started_at(name) == before
 
 
-def test_healthy_and_missing_containers_are_left_alone(probe_container: str) -> None:
-    started = Stack.inspect(probe_container)["State"]["StartedAt"]
-    proc = run_watchdog(probe_container, f"{PREFIX}-no-such-container")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ""
-    assert Stack.inspect(probe_container)["State"]["StartedAt"] == started
+def test_stopped_container_is_started_unless_held(containers: Callable[..., str], tmp_path: Path) -> None:
+    """A reboot that cut a restart leaves the container stopped: started, unless held on purpose."""
+    name = containers("stopped")
+    wd = Watchdog(tmp_path)
+    docker("stop", "-t", "1", name)
+    assert wd.cli("hold", name, "--reason", "test: stopped on purpose", "--by", "pytest").returncode == 0
+    proc = wd.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not Stack.inspect(name)["State"]["Running"], "a held container was started"
+    assert wd.status()[name]["held"]["reason"] == "test: stopped on purpose"
+    assert wd.cli("unhold", name).returncode == 0
+    proc = wd.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{name} is exited (exit code " in proc.stdout and "and not held: starting it" in proc.stdout
+    assert Stack.inspect(name)["State"]["Running"]
+    assert wd.status()[name]["watchdog_actions_last_hour"] == 1
 
 
-def test_unhealthy_running_container_is_restarted(probe_container: str) -> None:
-    started = Stack.inspect(probe_container)["State"]["StartedAt"]
-    docker("exec", probe_container, "rm", "/tmp/ok")
-    deadline = time.monotonic() + 30
-    while Stack.inspect(probe_container)["State"]["Health"]["Status"] != "unhealthy":
-        assert time.monotonic() < deadline, "the probe container never became unhealthy"
-        time.sleep(0.5)
-    proc = run_watchdog(probe_container)
-    assert proc.returncode == 0, proc.stderr
-    assert f"{probe_container} is unhealthy: restarting it" in proc.stdout
-    assert Stack.inspect(probe_container)["State"]["StartedAt"] != started
+def test_broken_container_is_restarted_after_sustained_failure(
+    containers: Callable[..., str], tmp_path: Path
+) -> None:
+    name = containers("broken")
+    wait_until(lambda: health(name) == "healthy", 30, "healthy")
+    before = started_at(name)
+    docker("exec", name, "rm", "/tmp/ok")
+    wait_until(lambda: health(name) == "unhealthy", 30, "unhealthy")
+    wd = Watchdog(tmp_path)
+    first = wd.run()
+    assert "restarts after 1 s and 2 passes" in first.stdout, first.stdout
+    assert started_at(name) == before, "restarted on the first failed pass"
+    time.sleep(1)
+    second = wd.run()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"{name} has failed its check for" in second.stdout and "restarting it" in second.stdout
+    assert started_at(name) != before
 
 
-def test_stalled_healthcheck_is_probed_by_the_watchdog(probe_container: str) -> None:
-    """Docker's last check made to look 10 minutes old: the watchdog's own probe decides."""
-    wd = load_script(SCRIPT)
-    container = Stack.inspect(probe_container)
+def test_slow_but_working_check_is_not_restarted(containers: Callable[..., str], tmp_path: Path) -> None:
+    """Docker's 1 s timeout calls it unhealthy; the watchdog's own run of the check passes late."""
+    name = containers("slow", check="sleep 3", timeout="1s")
+    wait_until(lambda: health(name) == "unhealthy", 60, "unhealthy by Docker's timeout")
+    before = started_at(name)
+    wd = Watchdog(tmp_path)
+    for _ in range(3):
+        proc = wd.run()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "slow, not broken; no restart" in proc.stdout, proc.stdout
+    assert started_at(name) == before
+
+
+def test_data_service_is_not_restarted_for_timeouts(containers: Callable[..., str], tmp_path: Path) -> None:
+    """A data service whose check times out everywhere waits for the (long) data window."""
+    name = containers("data", role="postgres", check="sleep 30", timeout="1s")
+    wait_until(lambda: health(name) == "unhealthy", 60, "unhealthy")
+    before = started_at(name)
+    wd = Watchdog(tmp_path, data_window=3600, probe_timeout=2)
+    for _ in range(3):
+        proc = wd.run()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{name} is unhealthy; has not answered its check for" in proc.stdout, proc.stdout
+    assert "restarts after 3600 s" in proc.stdout
+    assert started_at(name) == before
+
+
+def test_overloaded_host_waits(containers: Callable[..., str], tmp_path: Path) -> None:
+    """Above the load threshold a due restart waits (here any load counts as overload)."""
+    name = containers("overload")
+    wait_until(lambda: health(name) == "healthy", 30, "healthy")
+    before = started_at(name)
+    docker("exec", name, "rm", "/tmp/ok")
+    wait_until(lambda: health(name) == "unhealthy", 30, "unhealthy")
+    wd = Watchdog(
+        tmp_path, max_load=0.0001, max_cpu_pressure=0.0001, overload_max_wait=3600, min_failed_passes=1
+    )
+    time.sleep(1)
+    proc = wd.run()
+    assert "the host is overloaded" in proc.stdout and "waiting, not restarting" in proc.stdout, proc.stdout
+    assert started_at(name) == before
+
+
+def test_restart_budget_is_kept(containers: Callable[..., str], tmp_path: Path) -> None:
+    """A container that fails its check forever is restarted `budget` times, then left, loudly."""
+    name = containers("forever", check="false")
+    wd = Watchdog(tmp_path, budget=2, min_failed_passes=1)
+    restarts = 0
+    spent = None
+    deadline = time.monotonic() + 120
+    while spent is None and time.monotonic() < deadline:
+        wait_until(lambda: health(name) == "unhealthy", 30, "unhealthy")
+        time.sleep(1.1)  # past the 1 s window
+        proc = wd.run()
+        restarts += proc.stdout.count("restarting it")
+        if "restart budget spent" in proc.stdout:
+            spent = proc
+    assert spent is not None, "the budget was never reached"
+    assert restarts == 2
+    assert spent.returncode == 1, "a spent budget must fail the unit"
+    assert "an operator must look" in spent.stdout
+    assert wd.status()[name]["budget_spent"] is True
+
+
+def test_stalled_docker_check_is_probed_by_the_watchdog(
+    containers: Callable[..., str], tmp_path: Path
+) -> None:
+    """Docker's checks made to look 10 minutes old (the live-restore freeze): its own probe decides."""
+    wd_module = load_script(SCRIPT)
+    name = containers("stalled")
+    wait_until(lambda: health(name) == "healthy", 30, "healthy")
+    container = Stack.inspect(name)
+    container["State"]["StartedAt"] = "2000-01-01T00:00:00.000000000Z"
     for entry in container["State"]["Health"]["Log"]:
-        entry["End"] = "2000-01-01T00:00:00.000000000Z"
-    assert wd.verdict(probe_container, container, time.time()) is None  # its check passes
-    docker("exec", probe_container, "rm", "/tmp/ok")
-    reason = wd.verdict(probe_container, container, time.time())
-    assert reason is not None and "fails its own health check" in reason
+        entry["Start"] = entry["End"] = "2000-01-01T00:00:10.000000000Z"
+    cfg = wd_module.load_config(str(Watchdog(tmp_path).config))
+    why, _ = wd_module.Watchdog(cfg).suspect(container)
+    assert why is not None and "no health check run by Docker" in why
+    check = container["Config"]["Healthcheck"]
+    assert wd_module.own_probe(name, check, 10)[0] is True
+    docker("exec", name, "rm", "/tmp/ok")
+    assert wd_module.own_probe(name, check, 10)[0] is False
