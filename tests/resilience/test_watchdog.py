@@ -1,0 +1,123 @@
+"""The watchdog on a slow host and across reboots: it never makes things worse, and the stack
+always comes back without a human.
+
+RESILIENCE_SLOW_SECONDS (default 120; 300 in the long form): how long the host stays slow.
+RESILIENCE_SLOW_CPUS (default 0.05): the CPU quota each stack container gets meanwhile. A
+quota on the target container would not slow the stack (the nested containers' cgroups sit
+beside the target's), so the quotas are set on the stack's own containers, inside the
+target, with a CPU hog beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from reslib import Case, Target, Traffic, get, run, summary, wait_for
+
+SLOW_SECONDS = float(os.environ.get("RESILIENCE_SLOW_SECONDS", "120"))
+SLOW_CPUS = os.environ.get("RESILIENCE_SLOW_CPUS", "0.05")
+WATCHDOG = "/usr/local/sbin/prodstack-watchdog"
+
+
+def stack(target: Target) -> dict[str, str]:
+    """Name -> role of every container labelled as part of the stack."""
+    out = target.docker(
+        "ps", "-a", "--filter", "label=prodstack.role", "--format", '{{.Names}} {{.Label "prodstack.role"}}'
+    )
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def started(target: Target) -> dict[str, str]:
+    return {name: target.inspect(name)["State"]["StartedAt"] for name in stack(target)}
+
+
+def watchdog_status(target: Target) -> dict[str, dict[str, object]]:
+    rows = json.loads(target.sh(WATCHDOG, "status", "--json"))
+    return {str(row["name"]): row for row in rows}
+
+
+def journal_since(target: Target, since: float) -> list[str]:
+    out = target.sh("journalctl", "-u", "prodstack-watchdog", "-o", "cat", "--since", f"@{int(since)}")
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def all_running_healthy(target: Target) -> bool:
+    names = stack(target)
+    return len(names) >= 4 and all(target.health(n) == "healthy" for n in names)
+
+
+def reboot_and_measure(target: Target, url: str) -> tuple[float, float]:
+    """`docker restart` of the target; seconds until the stack is healthy, and until `/` is 200."""
+    start = time.monotonic()
+    run(["docker", "restart", target.name], timeout=180)
+    wait_for(lambda: all_running_healthy(target), 300, 1.0)
+    healthy = time.monotonic() - start
+    wait_for(lambda: get(url + "/").ok, 120)
+    return healthy, time.monotonic() - start
+
+
+def test_14_slow_host(case: Case, target: Target, url: str) -> None:
+    """14. Slow host: stack containers throttled, a CPU hog beside them."""
+    names = stack(target)
+    before = started(target)
+    image = target.inspect(next(n for n, role in names.items() if role == "app"))["Config"]["Image"]
+    hogs = [f"prodstack-test-hog-{i}" for i in range(2)]
+    since = time.time()
+    try:
+        for hog in hogs:
+            target.docker(
+                "run", "-d", "--rm", "--name", hog, "--entrypoint", "sh", image, "-c", "while :; do :; done"
+            )
+        for name in names:
+            quota = str(int(float(SLOW_CPUS) * 100_000))
+            target.docker("update", "--cpu-period", "100000", "--cpu-quota", quota, name)
+        with Traffic(url + "/", rate=5, timeout=5) as t:
+            time.sleep(SLOW_SECONDS)
+        responses = t.snapshot()
+        load = target.sh("cat", "/proc/loadavg").split()[0]
+    finally:
+        target.docker("rm", "-f", *hogs, check=False)
+        for name in names:
+            target.docker("update", "--cpu-quota", "-1", name, check=False)  # `--cpus 0` clears nothing
+    journal = journal_since(target, since)
+    acted = [line for line in journal if "restarting it" in line or "starting it" in line]
+    spared = [line for line in journal if "slow, not broken" in line or "not restarting" in line]
+    unhealthy_seen = [line for line in journal if "is unhealthy" in line or "no health check run" in line]
+    case.done = (
+        f"every stack container limited to {SLOW_CPUS} CPU and two busy loops beside them for "
+        f"{SLOW_SECONDS:.0f} s; 5 req/s on `/` (timeout 5 s)"
+    )
+    case.expected = "no watchdog restart; the stack keeps its containers"
+    case.measured = (
+        f"{summary(responses)}; load at the end {load}; watchdog lines: {len(unhealthy_seen)} with a "
+        f"check Docker called failed, {len(spared)} spared (slow, or host overloaded), {len(acted)} restarts"
+    )
+    case.extra["watchdog_journal"] = journal[-20:]
+    assert not acted, acted
+    assert started(target) == before, "a stack container was restarted"
+    wait_for(lambda: all_running_healthy(target), 180)
+
+
+def test_15_reboot_after_cut_restart(case: Case, target: Target, url: str) -> None:
+    """15. Reboot right after the watchdog's restart stopped the app."""
+    app = next(n for n, role in stack(target).items() if role == "app")
+    visits = int(get(url + "/").body["visits"])  # type: ignore[index]
+    # What a `docker restart` cut by a reboot leaves: the stop half done (asked for, so the
+    # restart policy will not start it at boot), the start half never run.
+    target.docker("stop", app)
+    since = time.time()
+    healthy, answered = reboot_and_measure(target, url)
+    journal = journal_since(target, since)
+    started_by = [line for line in journal if app in line and "starting it" in line]
+    after = get(url + "/").body or {}
+    case.done = "`docker stop` of the app (no hold), then `docker restart` of the target at once; no Ansible"
+    case.expected = "the watchdog starts the app at boot; all four healthy; `/` 200; data kept"
+    case.measured = (
+        f"all healthy {healthy:.0f} s, `/` 200 {answered:.0f} s after the reboot; watchdog: "
+        f"{started_by[-1] if started_by else 'nothing'!r}; visits {visits}→{after.get('visits')}"
+    )
+    assert started_by, journal[-20:]
+    assert int(after["visits"]) > visits
+    assert watchdog_status(target)[app]["held"] is None
