@@ -360,23 +360,27 @@ def test_09_unhealthy_container_watchdog(case: Case, target: Target, url: str) -
     # case 7 Docker may no longer run the app's healthcheck (its status stays "healthy"): then
     # the watchdog's own probe of the check must catch it.
     target.docker("exec", APP, "sh", "-c", "kill -STOP " + " ".join(map(str, pids)))
-    wait_for(restarted, 180)
+    # The watchdog restarts after its 60 s window and two failed passes, or, while the host
+    # is overloaded, up to 300 s later (stack_watchdog defaults).
+    wait_for(restarted, 450)
     restarted_at = time.monotonic() - start
     wait_for(lambda: target.health(APP) == "healthy", 120)
     healthy = time.monotonic() - start
     journal = target.sh("journalctl", "-u", "prodstack-watchdog", "--since", "-10min")
     lines = [line for line in journal.splitlines() if "prodstack-app" in line and "restarting" in line]
     logged = lines[-1].split(": ", 1)[-1] if lines else "nothing"
+    deferred = sum(1 for line in journal.splitlines() if "prodstack-app" in line and "overloaded" in line)
     untouched = {n: v for n, v in target.identity().items() if n != APP} == others
     case.done = (
         "SIGSTOP of every gunicorn process (liveness /health fails, container keeps running); "
-        "host watchdog = systemd timer every 15 s (role stack_watchdog)"
+        "host watchdog = systemd timer every 15 s, restart after 60 s and 2 failed passes of its own check"
     )
     case.expected = "watchdog restarts the unhealthy app; others untouched; healthy again"
     unhealthy = f"{seen_unhealthy[0]:.0f} s" if seen_unhealthy else "never (Docker's check stalled)"
     case.measured = (
         f"Docker status unhealthy after: {unhealthy}; restarted by the watchdog at "
-        f"{restarted_at:.0f} s, healthy at {healthy:.0f} s; journal: {logged!r}; others "
+        f"{restarted_at:.0f} s ({deferred} passes waited for an overloaded host), healthy at "
+        f"{healthy:.0f} s; journal: {logged!r}; others "
         f"untouched: {untouched}"
     )
     assert lines and untouched

@@ -2,7 +2,7 @@
 always comes back without a human.
 
 RESILIENCE_SLOW_SECONDS (default 120; 300 in the long form): how long the host stays slow.
-RESILIENCE_SLOW_CPUS (default 0.05): the CPU quota each stack container gets meanwhile. A
+RESILIENCE_SLOW_CPUS (default 0.1): the CPU quota each stack container gets meanwhile. A
 quota on the target container would not slow the stack (the nested containers' cgroups sit
 beside the target's), so the quotas are set on the stack's own containers, inside the
 target, with a CPU hog beside them.
@@ -17,7 +17,7 @@ import time
 from reslib import Case, Target, Traffic, get, run, summary, wait_for
 
 SLOW_SECONDS = float(os.environ.get("RESILIENCE_SLOW_SECONDS", "120"))
-SLOW_CPUS = os.environ.get("RESILIENCE_SLOW_CPUS", "0.05")
+SLOW_CPUS = os.environ.get("RESILIENCE_SLOW_CPUS", "0.1")
 WATCHDOG = "/usr/local/sbin/prodstack-watchdog"
 
 
@@ -89,7 +89,11 @@ def test_14_slow_host(case: Case, target: Target, url: str) -> None:
         f"every stack container limited to {SLOW_CPUS} CPU and two busy loops beside them for "
         f"{SLOW_SECONDS:.0f} s; 5 req/s on `/` (timeout 5 s)"
     )
-    case.expected = "no watchdog restart; the stack keeps its containers"
+    case.expected = (
+        "no watchdog restart; the stack keeps its containers (how the watchdog spares a check that "
+        "passes late, a data service that times out, and an overloaded host is proven one by one "
+        "in tests/containers/test_watchdog.py)"
+    )
     case.measured = (
         f"{summary(responses)}; load at the end {load}; watchdog lines: {len(unhealthy_seen)} with a "
         f"check Docker called failed, {len(spared)} spared (slow, or host overloaded), {len(acted)} restarts"
