@@ -56,6 +56,7 @@ class Watchdog:
             "max_cpu_pressure": 100.0,
             "overload_max_wait": 0,
             "state_file": str(tmp / "state" / "state.json"),
+            "volatile_hold_dir": str(tmp / "run-hold"),
             "hold_dir": str(tmp / "hold"),
             **settings,
         }
@@ -123,6 +124,20 @@ def test_stopped_container_is_started_unless_held(containers: Callable[..., str]
     assert f"{name} is exited (exit code " in proc.stdout and "and not held: starting it" in proc.stdout
     assert Stack.inspect(name)["State"]["Running"]
     assert wd.status()[name]["watchdog_actions_last_hour"] == 1
+
+
+def test_operation_hold_lives_in_its_own_directory(containers: Callable[..., str], tmp_path: Path) -> None:
+    """A hold for one operation (a restore) sits on a tmpfs: a reboot ends it; unhold ends either."""
+    name = containers("operation")
+    wd = Watchdog(tmp_path)
+    docker("stop", "-t", "1", name)
+    assert wd.cli("hold", name, "--reason", "restore", "--until-reboot").returncode == 0
+    assert (tmp_path / "run-hold" / name).exists() and not (tmp_path / "hold" / name).exists()
+    assert wd.run().returncode == 0
+    assert not Stack.inspect(name)["State"]["Running"], "a container held for an operation was started"
+    (tmp_path / "run-hold" / name).unlink()  # what a reboot does to /run
+    proc = wd.run()
+    assert "and not held: starting it" in proc.stdout, proc.stdout
 
 
 def test_broken_container_is_restarted_after_sustained_failure(

@@ -4,7 +4,7 @@
     prodstack-watchdog [--config FILE] run             one pass (the systemd timer runs it)
     prodstack-watchdog [--config FILE] status [--json] per container: state, health, watchdog
                                                        restarts in the last hour, held or not
-    prodstack-watchdog [--config FILE] hold NAME --reason TEXT [--by WHO]
+    prodstack-watchdog [--config FILE] hold NAME --reason TEXT [--by WHO] [--until-reboot]
     prodstack-watchdog [--config FILE] unhold NAME
 
 Docker's restart policy acts only on containers that exit, and `unless-stopped` does not
@@ -58,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "overload_max_wait": 300,  # s a restart may wait for the load to fall before it goes ahead
     "stop_timeout": None,  # s for `docker restart`; None: the container's own stop timeout
     "state_file": "/var/lib/prodstack/watchdog/state.json",
-    "hold_dir": "/var/lib/prodstack/hold",
+    "hold_dir": "/var/lib/prodstack/hold",  # holds that outlive a reboot (an operator's, a retired release)
+    "volatile_hold_dir": "/run/prodstack/hold",  # holds for one operation (a restore): gone at boot
 }
 
 
@@ -180,9 +181,13 @@ class State:
         tmp.replace(self.path)
 
 
-def hold_of(hold_dir: Path, name: str) -> dict[str, Any] | None:
-    path = hold_dir / name
-    if not path.exists():
+def hold_of(cfg: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The hold on `name`, if any. A hold for one operation lives under /run, so a reboot in
+    the middle of that operation ends it and the container is started again."""
+    path = next(
+        (p for p in (Path(cfg[d]) / name for d in ("hold_dir", "volatile_hold_dir")) if p.exists()), None
+    )
+    if path is None:
         return None
     try:
         hold = json.loads(path.read_text() or "{}")
@@ -199,7 +204,6 @@ class Watchdog:
         self.cfg = cfg
         self.now = time.time() if now is None else now
         self.state = State(Path(cfg["state_file"]))
-        self.hold_dir = Path(cfg["hold_dir"])
         self.rc = 0
 
     def role(self, container: dict[str, Any]) -> str:
@@ -209,7 +213,7 @@ class Watchdog:
         containers = stack_containers(self.cfg["label"], self.cfg["roles"])
         for container in containers:
             name = name_of(container)
-            if hold_of(self.hold_dir, name) is not None:
+            if hold_of(self.cfg, name) is not None:
                 self.state.of(name).forget_failure()
                 continue
             state = container["State"]
@@ -336,7 +340,7 @@ def status(cfg: dict[str, Any], as_json: bool) -> int:
         name = name_of(container)
         memory = state.of(name)
         recent = memory.recent(now)
-        hold = hold_of(Path(cfg["hold_dir"]), name)
+        hold = hold_of(cfg, name)
         rows.append({
             "name": name,
             "role": container["Config"]["Labels"][cfg["label"]],
@@ -360,8 +364,8 @@ def status(cfg: dict[str, Any], as_json: bool) -> int:
     return 0
 
 
-def hold(cfg: dict[str, Any], name: str, reason: str, by: str) -> int:
-    path = Path(cfg["hold_dir"])
+def hold(cfg: dict[str, Any], name: str, reason: str, by: str, until_reboot: bool) -> int:
+    path = Path(cfg["volatile_hold_dir" if until_reboot else "hold_dir"])
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     (path / name).write_text(json.dumps({"by": by, "reason": reason, "since": time.time()}) + "\n")
     log(INFO, f"{name}: held by {by} ({reason}); the watchdog leaves it as it is")
@@ -369,7 +373,8 @@ def hold(cfg: dict[str, Any], name: str, reason: str, by: str) -> int:
 
 
 def unhold(cfg: dict[str, Any], name: str) -> int:
-    (Path(cfg["hold_dir"]) / name).unlink(missing_ok=True)
+    for d in ("hold_dir", "volatile_hold_dir"):
+        (Path(cfg[d]) / name).unlink(missing_ok=True)
     log(INFO, f"{name}: no longer held")
     return 0
 
@@ -396,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     ho.add_argument("name")
     ho.add_argument("--reason", required=True)
     ho.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER") or "root")
+    ho.add_argument("--until-reboot", action="store_true", help="a hold for one operation: a reboot ends it")
     un = sub.add_parser("unhold")
     un.add_argument("name")
     args = parser.parse_args(argv)
@@ -405,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return status(cfg, args.json)
     if args.command == "hold":
-        return hold(cfg, args.name, args.reason, args.by)
+        return hold(cfg, args.name, args.reason, args.by, args.until_reboot)
     return unhold(cfg, args.name)
 
 
