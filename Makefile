@@ -51,8 +51,14 @@ down: engine
 status: venv
 	ansible-playbook -i inventory/local playbooks/status.yml
 
-lint: venv
+# Every tracked shell script and Dockerfile (found by name, so new ones are linted too).
+SHELL_SCRIPTS = $(shell git ls-files '*.sh' .ci/run)
+DOCKERFILES = $(shell git ls-files '*Dockerfile')
+
+lint: venv packages
 	yamllint --strict .
+	shellcheck $(SHELL_SCRIPTS)
+	hadolint $(DOCKERFILES)
 	python3 scripts/render-nginx-default.py --check
 	python3 scripts/document-variables.py --check
 	ansible-lint
