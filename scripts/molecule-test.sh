@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs `molecule test` for a scenario with per-run target names and free loopback ports
-# (ISSUE-NOTES 13): leftovers of an earlier or interrupted run can never collide.
+# so leftovers of an earlier or interrupted run, or a run beside it, can never collide.
 #
 #   scripts/molecule-test.sh [SCENARIO]
 set -euo pipefail

@@ -40,7 +40,9 @@ from reslib import (
 OUTAGE = float(os.environ.get("RESILIENCE_OUTAGE", "30"))
 SOAK = float(os.environ.get("RESILIENCE_SOAK_SECONDS", "300"))
 RATE = float(os.environ.get("RESILIENCE_RATE", "8"))
-DEADLINE = 2.5  # the issue's "within 2 s", with margin (ISSUE-NOTES 11)
+# The app answers within 2 s (one deadline per request across both dependencies); 0.5 s
+# of margin for the client and NGINX on a loaded 2-core machine.
+DEADLINE = 2.5
 MiB = 1024 * 1024
 
 
