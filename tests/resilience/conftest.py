@@ -22,6 +22,20 @@ if "MOLECULE_INVENTORY_FILE" not in os.environ:
 REPORT = Report()
 
 
+def case_number(item: pytest.Item) -> float:
+    """The case's number, the start of its docstring ("3. Redis stopped."); inf if none."""
+    doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+    number = doc.strip().partition(".")[0]
+    return float(number) if number.isdigit() else float("inf")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the cases in the order of their numbers, whatever file holds them (one file per
+    kind of fault): each case starts from the state the earlier ones leave, and the report
+    lists them in that order. Cases without a number run after, in file order."""
+    items.sort(key=case_number)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     rep = yield
