@@ -7,15 +7,16 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help venv engine packages images-prereq targets up down status test lint test-app \
-        test-containers molecule resilience bench clean
+        test-containers molecule resilience bench docs clean
 
 help:
 	@echo "make up      deploy the stack to a local throwaway Debian 12 target and print its URL"
 	@echo "make down    remove that target"
 	@echo "make status  the stack's containers on the local target (the seed's 'docker compose ps')"
 	@echo "make test    lint, app tests, container tests, molecule test, failure tests (what CI runs)"
-	@echo "make bench   benchmark against the seed's way; writes docs/PERFORMANCE.md"
-	@echo "make resilience  the timed failure tests alone; writes docs/RESILIENCE.md"
+	@echo "make bench   benchmark against the seed's way; writes out/PERFORMANCE.md"
+	@echo "make resilience  the timed failure tests alone; writes out/RESILIENCE.md"
+	@echo "make docs    copy the reports in out/ into docs/ (the only way docs/ changes)"
 
 $(VENV)/.installed: requirements-dev.txt app/requirements.txt
 	python3 -m venv $(VENV)
@@ -76,11 +77,11 @@ molecule: venv targets
 	scripts/molecule-test.sh default
 
 # The benchmark: the deployed stack against the seed's way, in one run; rewrites
-# docs/PERFORMANCE.md (about 10 minutes on an idle 2-core machine).
+# out/PERFORMANCE.md (about 10 minutes on an idle 2-core machine).
 bench: venv engine packages
 	bench/run.sh
 
-# The timed failure tests; rewrite docs/RESILIENCE.md (18 minutes in the last fresh-clone CI run).
+# The timed failure tests; write out/RESILIENCE.md (18 minutes in the last fresh-clone CI run).
 resilience: venv targets
 	scripts/molecule-test.sh resilience
 
@@ -92,6 +93,14 @@ test: venv engine packages
 	@scripts/stage.sh containers 600 $(MAKE) --no-print-directory test-containers
 	@scripts/stage.sh molecule 1500 $(MAKE) --no-print-directory molecule
 	@scripts/stage.sh resilience 2100 $(MAKE) --no-print-directory resilience
+
+# Tests and the bench write their reports to out/ (ignored); this copies the ones present
+# into docs/, so a tracked document changes only when someone asks for it.
+REPORTS := RESILIENCE.md PERFORMANCE.md
+docs:
+	@found=0; for r in $(REPORTS); do \
+	  if [ -f out/$$r ]; then cp out/$$r docs/$$r && echo "docs/$$r <- out/$$r" && found=1; fi; \
+	done; [ $$found = 1 ] || { echo "make docs: no report in out/ (run make resilience or make bench first)" >&2; exit 1; }
 
 clean: down
 	rm -rf .cache app/wheels

@@ -13,9 +13,9 @@
     Redis and PostgreSQL connection per request), deployed the same way (site.yml on the
     same target, the app image swapped), and every / figure as a ratio to it.
 
-It prints a markdown table and writes docs/PERFORMANCE.md. Everything it creates on this
-machine is named bench-* and removed at the end, except the bench/baseline:<hash> image
-(kept so later runs skip its build). Logs of every converge and wrk run: bench/out/<run>/.
+It prints a markdown table and writes out/PERFORMANCE.md (`make docs` copies it to docs/).
+Everything it creates on this machine is named bench-* and removed at the end, except the
+bench/baseline:<hash> image (kept so later runs skip its build). Logs of every converge and wrk run: bench/out/<run>/.
 
 NGINX answers `location = /health` itself, so the app's /health is not reachable through
 the role's server blocks. After the converges it measures, the benchmark adds one location
@@ -58,7 +58,7 @@ WARMUP = int(os.environ.get("BENCH_WARMUP", "3"))
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "16 64").split()]
 WRK_THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 BASE_IMAGE = os.environ.get("BENCH_BASE_IMAGE", "prodstack/debian:bookworm")
-DOC = Path(os.environ.get("BENCH_DOC", str(ROOT / "docs" / "PERFORMANCE.md")))
+DOC = Path(os.environ.get("BENCH_DOC", str(ROOT / "out" / "PERFORMANCE.md")))
 TARGET_IMAGE = "prodstack/molecule-target:bookworm"
 APP_HEALTH_PATH = "/app-health"
 APP_HEALTH_LOCATION = """

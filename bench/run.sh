@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: the issue-5 benchmark in one run (see bench/bench.py for what it measures).
-# Prints the table and rewrites docs/PERFORMANCE.md. Takes about 10 minutes.
+# Prints the table and writes out/PERFORMANCE.md (`make docs` copies it to docs/). Takes about 10 minutes.
 #   BENCH_DURATION=15  seconds per wrk row        BENCH_KEEP=1  keep the target afterwards
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)

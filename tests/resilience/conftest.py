@@ -1,7 +1,8 @@
 """Fixtures of the resilience cases; run by `molecule verify -s resilience` (testinfra).
 
 Each case fills a reslib.Case; at the end of the session the cases are written to
-docs/RESILIENCE.md with the outcome pytest saw (a failed assertion marks the row FAIL).
+out/RESILIENCE.md (ignored by git) with the outcome pytest saw (a failed assertion marks the
+row FAIL); `make docs` copies it into docs/.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def target() -> Iterator[Target]:
     t = Target(target_name())
     yield t
-    REPORT.write(REPO / "docs" / "RESILIENCE.md", t.name)
+    REPORT.write(REPO / "out" / "RESILIENCE.md", t.name)
 
 
 @pytest.fixture(scope="session")
