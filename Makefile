@@ -79,8 +79,9 @@ test-unit: venv
 test-containers: venv engine packages
 	pytest -q tests/containers
 
+# The default scenario once per Debian release (one platform, PRODSTACK_DEBIAN).
 molecule: venv targets
-	scripts/molecule-test.sh default
+	scripts/molecule-test.sh default bookworm trixie
 
 # The benchmark: the deployed stack against the seed's way, in one run; rewrites
 # out/PERFORMANCE.md (about 10 minutes on an idle 2-core machine).
@@ -90,7 +91,7 @@ bench: venv engine packages
 # The timed failure tests at full length unless RESILIENCE_* say otherwise (`make test`
 # shortens the soak); write out/RESILIENCE.md (17 minutes in the last fresh-clone CI run).
 resilience: venv targets
-	scripts/molecule-test.sh resilience
+	scripts/molecule-test.sh resilience bookworm
 
 # Test tiers. Each stage runs under a time budget (seconds) and prints what it used.
 # `make test` is what CI runs and must finish within 60 of CI's 90 minutes on 2 cores, the

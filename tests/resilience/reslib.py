@@ -50,7 +50,7 @@ DEADLINE = 2.5
 
 
 def target_name() -> str:
-    """The one host of the Molecule inventory (prodstack-RUNID-res)."""
+    """The one host of the Molecule inventory (prodstack-RUNID-resilience-bookworm)."""
     inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
     hosts = inventory["all"]["hosts"]
     (name,) = hosts
@@ -180,7 +180,7 @@ class PlayResult:
 RECAP = re.compile(r"^\S+\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
-def converge(*extra: str, playbook: Path = SCENARIO / "converge.yml") -> PlayResult:
+def converge(*extra: str, playbook: Path = REPO / "site.yml") -> PlayResult:
     """ansible-playbook against the Molecule inventory, with Molecule's ansible.cfg."""
     argv = [
         "ansible-playbook",
