@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make bench`: the issue-5 benchmark in one run (see bench/bench.py for what it measures).
-# Prints the table and rewrites docs/PERFORMANCE.md. Takes about 10 minutes.
+# `make bench`: the issue-5 benchmark in one run (see bench/__init__.py for what it measures).
+# Prints the table and writes out/PERFORMANCE.md (`make docs` copies it to docs/). Takes about 10 minutes.
 #   BENCH_DURATION=15  seconds per wrk row        BENCH_KEEP=1  keep the target afterwards
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,4 +12,4 @@ scripts/ensure-docker.sh
 scripts/ensure-packages.sh            # wrk, curl among them
 scripts/build-target-image.sh bookworm >/dev/null
 PYTHON=$here/.venv/bin/python scripts/download-wheels.sh   # the baseline image uses the same wheels
-exec python3 bench/bench.py "$@"
+exec python3 -m bench "$@"

@@ -18,4 +18,5 @@ rm -rf "$dest" && mkdir -p "$dest"
   --python-version "$py" --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux_2_28_x86_64 --platform any -r "$here/app/requirements.txt"
 echo "$want" >"$stamp"
-echo "wheels: $(ls "$dest" | grep -c '\.whl$') in $dest" >&2
+wheels=("$dest"/*.whl)
+echo "wheels: ${#wheels[@]} in $dest" >&2

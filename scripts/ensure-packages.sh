@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and builds use on the controller, when missing:
 # debootstrap (offline base image), rsync, real redis-server and PostgreSQL for the app's
-# tests (started by the tests themselves on loopback), wrk for load.
+# tests (started by the tests themselves on loopback), wrk for load, shellcheck for
+# `make lint`.
 set -euo pipefail
-want=(debootstrap rsync redis-server postgresql wrk curl)
+want=(debootstrap rsync redis-server postgresql wrk curl shellcheck)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -1,24 +1,21 @@
 #!/usr/bin/env bash
-# Runs `molecule test` for a scenario with per-run target names and free loopback ports
-# (ISSUE-NOTES 13): leftovers of an earlier or interrupted run can never collide.
+# Runs `molecule test` for a scenario, once per Debian release, with a per-run target name
+# so leftovers of an earlier or interrupted run, or a run beside it, can never collide.
+# Docker picks the published ports; the tests read them back.
 #
-#   scripts/molecule-test.sh [SCENARIO]
+#   scripts/molecule-test.sh [SCENARIO] [RELEASE...]     (default: default bookworm)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 scenario=${1:-default}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+shift || true
+releases=("${@:-bookworm}")
 PRODSTACK_RUN_ID=${PRODSTACK_RUN_ID:-m$(date +%s)$$}
-PRODSTACK_PORT_BOOKWORM=${PRODSTACK_PORT_BOOKWORM:-$(free_port)}
-PRODSTACK_PORT_TRIXIE=${PRODSTACK_PORT_TRIXIE:-$(free_port)}
-PRODSTACK_TLS_PORT_BOOKWORM=${PRODSTACK_TLS_PORT_BOOKWORM:-$(free_port)}
-PRODSTACK_TLS_PORT_TRIXIE=${PRODSTACK_TLS_PORT_TRIXIE:-$(free_port)}
-PRODSTACK_PORT_RES=${PRODSTACK_PORT_RES:-$(free_port)}
-PRODSTACK_TLS_PORT_RES=${PRODSTACK_TLS_PORT_RES:-$(free_port)}
-export PRODSTACK_RUN_ID PRODSTACK_PORT_BOOKWORM PRODSTACK_PORT_TRIXIE PRODSTACK_TLS_PORT_BOOKWORM \
-  PRODSTACK_TLS_PORT_TRIXIE PRODSTACK_PORT_RES PRODSTACK_TLS_PORT_RES
+export PRODSTACK_RUN_ID PRODSTACK_TARGET=prodstack-$PRODSTACK_RUN_ID
 export PATH=$here/.venv/bin:$PATH
 cd "$here"
-echo "molecule: scenario $scenario, run $PRODSTACK_RUN_ID, ports bookworm=$PRODSTACK_PORT_BOOKWORM trixie=$PRODSTACK_PORT_TRIXIE"
-exec molecule test -s "$scenario"
+for release in "${releases[@]}"; do
+  echo "molecule: scenario $scenario on $release, target $PRODSTACK_TARGET-$scenario-$release"
+  start=$(date +%s)
+  PRODSTACK_DEBIAN=$release molecule test -s "$scenario"
+  echo "molecule: scenario $scenario on $release passed in $(($(date +%s) - start))s"
+done

@@ -137,16 +137,3 @@ def create_app(cfg: Config | None = None) -> Flask:
         return jsonify(body), 503 if failed else 200
 
     return app
-
-
-_app: Flask | None = None
-
-
-def __getattr__(name: str) -> Flask:
-    """``prodstack_app.web:app`` works too, built lazily on first access (post-fork)."""
-    global _app
-    if name == "app":
-        if _app is None:
-            _app = create_app()
-        return _app
-    raise AttributeError(name)

@@ -1,7 +1,8 @@
 """Fixtures of the resilience cases; run by `molecule verify -s resilience` (testinfra).
 
 Each case fills a reslib.Case; at the end of the session the cases are written to
-docs/RESILIENCE.md with the outcome pytest saw (a failed assertion marks the row FAIL).
+out/RESILIENCE.md (ignored by git) with the outcome pytest saw (a failed assertion marks the
+row FAIL); `make docs` copies it into docs/.
 """
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ if "MOLECULE_INVENTORY_FILE" not in os.environ:
 REPORT = Report()
 
 
+def case_number(item: pytest.Item) -> float:
+    """The case's number, the start of its docstring ("3. Redis stopped."); inf if none."""
+    doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+    number = doc.strip().partition(".")[0]
+    return float(number) if number.isdigit() else float("inf")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the cases in the order of their numbers, whatever file holds them (one file per
+    kind of fault): each case starts from the state the earlier ones leave, and the report
+    lists them in that order. Cases without a number run after, in file order."""
+    items.sort(key=case_number)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     rep = yield
@@ -33,7 +48,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def target() -> Iterator[Target]:
     t = Target(target_name())
     yield t
-    REPORT.write(REPO / "docs" / "RESILIENCE.md", t.name)
+    REPORT.write(REPO / "out" / "RESILIENCE.md", t.name)
 
 
 @pytest.fixture(scope="session")

@@ -35,12 +35,22 @@ NGINX, APP, REDIS, POSTGRES = (
 )
 STACK = [POSTGRES, REDIS, APP, NGINX]
 
+# Knobs, from the environment. RESILIENCE_OUTAGE: seconds Redis and PostgreSQL stay stopped
+# (cases 3, 4); RESILIENCE_SOAK_SECONDS: length of the soak (case 13); RESILIENCE_RATE:
+# requests per second of the background traffic.
+OUTAGE = float(os.environ.get("RESILIENCE_OUTAGE", "30"))
+SOAK = float(os.environ.get("RESILIENCE_SOAK_SECONDS", "300"))
+RATE = float(os.environ.get("RESILIENCE_RATE", "8"))
+# The app answers within 2 s (one deadline per request across both dependencies); 0.5 s
+# of margin for the client and NGINX on a loaded 2-core machine.
+DEADLINE = 2.5
+
 
 # --- the target ---------------------------------------------------------------------------
 
 
 def target_name() -> str:
-    """The one host of the Molecule inventory (prodstack-RUNID-res)."""
+    """The one host of the Molecule inventory (prodstack-RUNID-resilience-bookworm)."""
     inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
     hosts = inventory["all"]["hosts"]
     (name,) = hosts
@@ -170,7 +180,7 @@ class PlayResult:
 RECAP = re.compile(r"^\S+\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
-def converge(*extra: str, playbook: Path = SCENARIO / "converge.yml") -> PlayResult:
+def converge(*extra: str, playbook: Path = REPO / "site.yml") -> PlayResult:
     """ansible-playbook against the Molecule inventory, with Molecule's ansible.cfg."""
     argv = [
         "ansible-playbook",
@@ -236,7 +246,7 @@ class Traffic:
     def __init__(
         self,
         url: str,
-        rate: float = float(os.environ.get("RESILIENCE_RATE", "8")),
+        rate: float = RATE,
         timeout: float = 3.0,
         max_seconds: float = 900.0,
     ) -> None:
@@ -316,6 +326,21 @@ def summary(responses: list[Response]) -> str:
 
 def last_visits(responses: list[Response]) -> int:
     return max((int(r.body["visits"]) for r in responses if r.ok and r.body), default=0)
+
+
+def bad_answers(responses: list[Response], codes: tuple[int, ...]) -> list[Response]:
+    """Failures that are not a JSON error with one of `codes` (timeouts included)."""
+    return [r for r in responses if not r.ok and (r.status not in codes or r.body is None)]
+
+
+def recovery(t: Traffic, since: float) -> float:
+    """Seconds from `since` to the first 2xx after the last failure (0 if none failed)."""
+    after = t.between(since)
+    failures = [r.sent for r in after if not r.ok]
+    if not failures:
+        return 0.0
+    first_ok = next(r for r in after if r.ok and r.sent > failures[-1])
+    return first_ok.sent - since
 
 
 # --- the report ---------------------------------------------------------------------------

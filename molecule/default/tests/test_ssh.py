@@ -1,4 +1,5 @@
-"""The real-VM path: Ansible reaches the target over SSH as a sudo user (ISSUE-NOTES 15).
+"""The real-VM path: Ansible reaches the target over SSH as a sudo user (so SSH and
+become are tested as on a real VM, not only `docker exec`).
 
 The target image runs sshd with `deploy`, a user with passwordless sudo and no password
 (molecule/resources/target). This test gives that user a fresh key, writes an inventory

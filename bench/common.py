@@ -1,0 +1,120 @@
+"""Paths, knobs (environment) and the small helpers every part of the bench uses."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+BENCH = ROOT / "bench"
+
+
+DURATION = int(os.environ.get("BENCH_DURATION", "15"))
+
+
+WARMUP = int(os.environ.get("BENCH_WARMUP", "3"))
+
+
+CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "16 64").split()]
+
+
+WRK_THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+
+
+BASE_IMAGE = os.environ.get("BENCH_BASE_IMAGE", "prodstack/debian:bookworm")
+
+
+DOC = Path(os.environ.get("BENCH_DOC", str(ROOT / "out" / "PERFORMANCE.md")))
+
+
+TARGET_IMAGE = "prodstack/molecule-target:bookworm"
+
+
+APP_HEALTH_PATH = "/app-health"
+
+
+APP_HEALTH_LOCATION = """
+    # Added by the bench (bench/target.py): the app's own /health through NGINX (benchmark only).
+    location = /app-health {
+        set $app_upstream http://app:5000;
+        rewrite ^ /health break;
+        proxy_pass $app_upstream;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Request-ID $prodstack_request_id;
+        proxy_hide_header X-Request-ID;
+        add_header X-Request-ID $prodstack_request_id always;
+        proxy_connect_timeout 2s;
+        proxy_read_timeout 10s;
+        error_page 502 503 504 = @app_unavailable;
+    }
+"""
+
+
+IMAGE_TASK_RE = re.compile(r"build the images|load the missing|copy the missing|base image", re.I)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(
+    cmd: list[str],
+    *,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    input_bytes: bytes | None = None,
+) -> str:
+    proc = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, input=input_bytes)
+    out = proc.stdout.decode(errors="replace")
+    if check and proc.returncode != 0:
+        raise RuntimeError(
+            f"command failed ({proc.returncode}): {' '.join(cmd)}\n{out[-2000:]}"
+            f"{proc.stderr.decode(errors='replace')[-2000:]}"
+        )
+    return out
+
+
+def free_port() -> int:
+    for _ in range(200):
+        port = 20000 + int.from_bytes(os.urandom(2), "big") % 20000
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if not run(["ss", "-Htln", f"sport = :{port}"], check=False).strip():
+            return port
+    raise RuntimeError("no free port found")
+
+
+def http_status(url: str, timeout: float = 1.0) -> int:
+    try:
+        ctx = ssl._create_unverified_context()  # the stack's self-signed certificate
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except Exception:
+        return 0
+
+
+def wait_status(url: str, want: int = 200, timeout: float = 120.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if http_status(url) == want:
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer {want} within {timeout:.0f} s")

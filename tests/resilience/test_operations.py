@@ -1,0 +1,106 @@
+"""Resilience cases on the operator's own actions: a converge under traffic (8), a converge
+with bad inventory that must fail before changing anything (12).
+
+Run by `molecule test -s resilience` on a converged target; knobs, helpers and the report
+are in reslib.py.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from reslib import (
+    APP,
+    Case,
+    PlayResult,
+    Target,
+    Traffic,
+    converge,
+    summary,
+)
+
+
+def test_08_converge_under_traffic(case: Case, target: Target, url: str) -> None:
+    """8. Converges while traffic flows."""
+    with Traffic(url + "/") as t:
+        time.sleep(2)
+        start = time.time()
+        noop = converge()
+        noop_window = t.between(start, time.time())
+    image = target.inspect(APP)["Config"]["Image"]
+    new = f"prodstack/app:res-{int(time.time())}"
+    target.sh(
+        "sh",
+        "-c",
+        f"printf 'FROM {image}\\nLABEL prodstack.res={new}\\n' | docker build -q -t {new} -",
+    )
+    with Traffic(url + "/") as t:
+        time.sleep(2)
+        start = time.time()
+        change = converge("-e", f"app_image={new}")
+        end = time.time()
+        t.wait_ok(end, count=10, timeout=30)
+        change_window = t.between(start)
+    failed = [r for r in change_window if not r.ok]
+    span = failed[-1].sent - failed[0].sent if failed else 0.0
+    case.done = "converge with nothing to change; converge with `-e app_image=` a new image"
+    case.expected = "no change: 0 failed, changed=0; new app image: report failed and time"
+    case.measured = (
+        f"no change: {summary(noop_window)}, changed={noop.changed}; new image: converge "
+        f"{change.seconds:.0f} s, {len(failed)} failed requests over {span:.1f} s "
+        f"({sorted({r.status for r in failed})})"
+    )
+    assert noop.rc == 0 and noop.changed == 0, noop.output[-3000:]
+    assert not [r for r in noop_window if not r.ok]
+    assert change.rc == 0, change.output[-3000:]
+    assert target.inspect(APP)["Config"]["Image"] == new
+
+
+BAD_INVENTORY: list[tuple[str, str, list[str], str]] = [
+    # (role, what is wrong, extra args, what the failure must name)
+    ("docker_engine", "string for a dict", ["-e", "docker_engine_daemon_config=oops"],
+     "docker_engine_daemon_config"),
+    ("stack_images", "unknown image in the build list", ["-e", '{"stack_images_build": ["app", "mysql"]}'],
+     "stack_images_build"),
+    ("stack_resources", "volume map without redis", ["-e", '{"stack_resources_volumes": {"postgres": "x"}}'],
+     "stack_resources_volumes"),
+    ("postgres", "missing password", ["-e", '{"postgres_password": ""}'], "postgres_password"),
+    ("redis", "missing password", ["-e", '{"redis_password": ""}'], "redis_password"),
+    ("app", "string for an int", ["-e", "app_workers=many"], "app_workers"),
+    ("app", "unknown image", ["-e", "app_image=prodstack/app:does-not-exist"], "app_image"),
+    ("nginx", "string for a port", ["-e", "nginx_published_port=http"], "nginx_published_port"),
+    ("nginx", "port in use on the host", ["-e", "nginx_published_port=18999"], "18999"),
+    ("stack_health", "timeout too short", ["-e", "stack_health_timeout=1"], "stack_health_timeout"),
+]  # fmt: skip
+
+
+def test_12_bad_inventory(case: Case, target: Target, url: str) -> None:
+    """12. Bad inventory: the play fails before changing anything."""
+    ids = target.identity()
+    # A program of ours holds the port of the "port in use" case.
+    target.sh(
+        "systemd-run", "--unit", "res-port-holder", "python3", "-m", "http.server", "18999",
+    )  # fmt: skip
+    results: list[str] = []
+    problems: list[str] = []
+
+    def one(item: tuple[str, str, list[str], str]) -> None:
+        role, what, args, name = item
+        play: PlayResult = converge(*args)
+        named = name in play.output
+        results.append(f"{role}/{what}: rc={play.rc}, changed={play.changed}, names `{name}`: {named}")
+        if play.rc == 0 or play.changed or not named:
+            problems.append(f"{role}: {what}: rc={play.rc} changed={play.changed} named={named}")
+
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(one, BAD_INVENTORY))
+    finally:
+        target.sh("systemctl", "stop", "res-port-holder", check=False)
+    untouched = target.identity() == ids
+    case.done = f"{len(BAD_INVENTORY)} plays, each with one wrong value (`-e`), see measured"
+    case.expected = "each fails in the preflight naming the variable/conflict; changed=0; stack untouched"
+    case.measured = "; ".join(sorted(results)) + f"; containers untouched: {untouched}"
+    assert untouched
+    assert not problems, problems
