@@ -62,6 +62,7 @@ lint: venv
 
 test-app: venv packages
 	cd app && pytest -q
+	pytest -q tests/unit
 
 test-containers: venv engine packages
 	pytest -q tests/containers
