@@ -197,12 +197,18 @@ def hold(cfg: dict[str, Any], name: str, reason: str) -> Path:
 
 
 def wait_healthy(name: str, timeout: float) -> None:
+    """Until the container's own healthcheck command passes (Docker's status would lag by
+    up to one healthcheck interval)."""
+    test = (inspect(name)["Config"].get("Healthcheck") or {}).get("Test") or ["NONE"]
+    argv = ["sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
     deadline = now() + timeout
     while now() < deadline:
-        state = inspect(name)["State"]
-        if (state.get("Health") or {}).get("Status", "healthy" if state.get("Running") else "") == "healthy":
+        if test[0] == "NONE" and inspect(name)["State"].get("Running"):
             return
-        time.sleep(1)
+        probe = subprocess.run(["docker", "exec", name, *argv], capture_output=True, timeout=30, check=False)
+        if test[0] != "NONE" and probe.returncode == 0:
+            return
+        time.sleep(0.5)
     raise Fail(f"{name} is not healthy {timeout:.0f} s after the restore")
 
 
