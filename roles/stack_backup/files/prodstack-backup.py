@@ -175,9 +175,8 @@ def verify(
                 ["age", "-d", "-i", identity, "-o", str(plain), str(path)], capture_output=True
             )
             if proc.returncode != 0:
-                raise Fail(
-                    f"{path}: cannot decrypt with {identity}: {proc.stderr.decode().strip()}; refusing"
-                )
+                reason = (proc.stderr.decode().strip().splitlines() or ["?"])[0]
+                raise Fail(f"{path}: cannot decrypt with {identity}: {reason}; refusing this backup")
             if sha256(plain) != entry["plain"]["sha256"]:
                 raise Fail(f"{path}: decrypted content does not match its checksum; refusing")
         parts[plain_name] = plain
