@@ -152,6 +152,47 @@ def test_corrupt_and_truncated_refused(case: Case, target: Target, controller: P
     case.measured = " / ".join(seen)
 
 
+def test_encrypted_backup_wrong_key_refused(case: Case, target: Target, controller: Path) -> None:
+    """B2b. An age-encrypted backup: the host holds only the public key; a wrong identity is refused."""
+    target.sh("sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q age >/dev/null", timeout=300)
+    keys = {}
+    for key in ("right", "wrong"):
+        target.sh("sh", "-c", f"umask 077; rm -f /root/{key}.age; age-keygen -o /root/{key}.age 2>/dev/null")
+        keys[key] = target.sh("grep", "AGE-SECRET-KEY", f"/root/{key}.age").strip()
+    recipient = target.sh("age-keygen", "-y", "/root/right.age").strip()
+    config = json.loads(target.sh("cat", "/etc/prodstack/backup.json"))
+    write = "cat > /etc/prodstack/backup.json <<'EOF'\n{}\nEOF"
+    target.sh("sh", "-c", write.format(json.dumps(dict(config, recipient=recipient))))
+    try:
+        name = str(backup_now(target)["name"])
+    finally:
+        target.sh("sh", "-c", write.format(json.dumps(config)))
+    files = sorted(manifest(target, name)["files"])
+    assert files == ["globals.sql.age", "postgres.dump.age", "redis.rdb.age"]
+    assert not target.sh("sh", "-c", f"ls {BACKUPS}/{name} | grep -v -e '.age$' -e '^manifest'", check=False)
+    before, rows = target.identity(), row_ids(target)
+    res = playbook(
+        "restore.yml", controller, "-e", f"backup={name}", "-e", f"stack_backup_age_identity={keys['wrong']}"
+    )
+    assert res.rc != 0 and "cannot decrypt" in res.output and "nothing was changed" in res.output
+    assert target.identity() == before and row_ids(target) == rows
+    assert target.sh("ls", "/run/prodstack-backup.identity", check=False) == ""
+    target.sh("sh", "-c", "rm -f /root/wrong.age; cp /root/right.age /run/right.age")
+    try:
+        ok = json.loads(
+            target.sh("prodstack-backup", "verify", name, "--identity", "/run/right.age", "--json")
+        )
+    finally:
+        target.sh("rm", "-f", "/run/right.age", "/root/right.age")
+    assert ok["verified"] == name and ok["encrypted"]
+    refusal = re.findall(r"prodstack-backup verify: error: [^\n]*", res.output)[0]
+    case.done = (
+        f"backup {name} encrypted to an age key; restore.yml with another identity; verify with the right one"
+    )
+    case.expected = "only .age files and the manifest on the host; the wrong key is refused before any change"
+    case.measured = f"{', '.join(files)}; {refusal}; the right key verifies"
+
+
 def test_retention_and_failed_run(case: Case, target: Target) -> None:
     """B3. Retention keeps only what the rule keeps; a failed run is a failed unit with its reason."""
     lib = load_lib()
