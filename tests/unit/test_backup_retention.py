@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,3 +88,14 @@ def test_globals_keep_existing_roles_and_drop_passwords() -> None:
     assert "EXCEPTION WHEN duplicate_object" in out
     assert "PASSWORD" not in out
     assert "ALTER ROLE app WITH NOSUPERUSER LOGIN;" in out
+
+
+def test_status_is_stale_after_twice_the_period(tmp_path: Path) -> None:
+    assert cli.status({"period_hours": 24}, tmp_path)["stale"]  # no backup at all
+    base = tmp_path / "prodstack-20261101T031500Z"
+    base.mkdir()
+    for age_h, stale in ((47, False), (49, True)):
+        created = cli.now() - age_h * 3600
+        manifest = {"created_epoch": created, "created": "-", "size": 1}
+        (base / "manifest.json").write_text(json.dumps(manifest))
+        assert cli.status({"period_hours": 24}, tmp_path)["stale"] is stale
