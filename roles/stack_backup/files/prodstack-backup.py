@@ -4,7 +4,7 @@
     prodstack-backup run                       take a backup now, then prune (and push)
     prodstack-backup list | status [--json]    the backups on this host; the last run
     prodstack-backup verify NAME [--identity F]
-    prodstack-backup restore NAME [--identity F] [--yes]
+    prodstack-backup restore NAME [--identity F]   (refused while an app container runs)
     prodstack-backup prune
 
 A backup is a directory NAME (prodstack-YYYYmmddTHHMMSSZ) with postgres.dump (pg_dump -Fc),
@@ -332,6 +332,8 @@ def cmd_run(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
     except BaseException as exc:
         error = str(exc) if isinstance(exc, Fail) else f"{type(exc).__name__}: {exc}"
         write_json(root / "last-run.json", {"ok": False, "time": start, "error": error})
+        for partial in root.glob(".partial-*"):  # ours: the lock excludes any other run
+            shutil.rmtree(partial, ignore_errors=True)
         raise
     result = {"ok": True, "time": start, "name": manifest["name"], "size": manifest["size"], "pruned": pruned}
     write_json(root / "last-run.json", {**result, "duration_s": manifest["duration_s"]})
