@@ -227,7 +227,7 @@ def test_retention_and_failed_run(case: Case, target: Target) -> None:
         "7 daily + 4 weekly kept (+ the newest); the wrong run fails the unit and names why in the journal"
     )
     case.measured = (
-        f"{len(left)} kept: {', '.join(n[10:18] for n in left)}; failed unit: {reason.strip()[:140]}"
+        f"{len(left)} kept: {', '.join(n[10:18] for n in left)}; failed unit: {reason.strip()[-120:]}"
     )
 
 
