@@ -71,6 +71,7 @@ lint: venv packages
 
 test-app: venv packages
 	cd app && pytest -q
+	pytest -q tests/unit
 
 # Pure unit tests of the helpers' logic (no Docker, no network): a second or so.
 test-unit: venv
