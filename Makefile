@@ -80,9 +80,11 @@ test-unit: venv
 test-containers: venv engine packages
 	pytest -q tests/containers
 
-# The default scenario once per Debian release (one platform, PRODSTACK_DEBIAN).
+# The default scenario once per Debian release (one platform, PRODSTACK_DEBIAN), one after
+# the other: `MOLECULE_RELEASES=bookworm make molecule` for one release only.
+MOLECULE_RELEASES ?= bookworm trixie
 molecule: venv targets
-	scripts/molecule-test.sh default bookworm trixie
+	scripts/molecule-test.sh default $(MOLECULE_RELEASES)
 
 # The benchmark: the deployed stack against the seed's way, in one run; rewrites
 # out/PERFORMANCE.md (about 10 minutes on an idle 2-core machine).
