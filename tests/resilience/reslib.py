@@ -33,7 +33,10 @@ NGINX, APP, REDIS, POSTGRES = (
     "prodstack-redis",
     "prodstack-postgres",
 )
+# APP stands for the live app release: each release runs as its own container
+# (prodstack-app-RELEASEID), so Target resolves APP to the live one on every call.
 STACK = [POSTGRES, REDIS, APP, NGINX]
+RELEASE_FILE = "/etc/prodstack/nginx/conf.d/app-release.inc"
 
 # Knobs, from the environment. RESILIENCE_OUTAGE: seconds Redis and PostgreSQL stay stopped
 # (cases 3, 4); RESILIENCE_SOAK_SECONDS: length of the soak (case 13); RESILIENCE_RATE:
@@ -68,13 +71,51 @@ class Target:
         self.name = name
 
     def sh(self, *argv: str, timeout: float = 180, check: bool = True) -> str:
+        if APP in argv:
+            argv = tuple(self.app() if a == APP else a for a in argv)
         return run(["docker", "exec", self.name, *argv], timeout, check).stdout
+
+    def live_release(self) -> str:
+        """The release ID NGINX serves (from the file the release switch writes), or ""."""
+        out = run(["docker", "exec", self.name, "cat", RELEASE_FILE], 30, False).stdout
+        found = re.search(r"prodstack_release (\S+);", out)
+        return found.group(1) if found else ""
+
+    def app(self) -> str:
+        """The live app container: the release NGINX serves, else the running app container
+        found by its label."""
+        release = self.live_release()
+        if release:
+            return f"{APP}-{release}"
+        out = run(
+            [
+                "docker",
+                "exec",
+                self.name,
+                "docker",
+                "ps",
+                "--filter",
+                "label=prodstack.role=app",
+                "--format",
+                "{{.Names}}",
+            ],
+            30,
+            False,
+        ).stdout.split()
+        return out[0] if out else APP
+
+    def releases(self) -> dict[str, str]:
+        """Every app release container on the target: name -> state."""
+        out = self.docker(
+            "ps", "-a", "--filter", "label=prodstack.release", "--format", "{{.Names}} {{.State}}"
+        )
+        return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
     def docker(self, *argv: str, timeout: float = 180, check: bool = True) -> str:
         return self.sh("docker", *argv, timeout=timeout, check=check)
 
     def inspect(self, container: str) -> dict[str, Any]:
-        out = self.docker("inspect", container, check=False)
+        out = self.docker("inspect", self.app() if container == APP else container, check=False)
         items = json.loads(out or "[]")
         return items[0] if items else {}
 
@@ -127,7 +168,7 @@ class Target:
 
     def app_ready(self) -> bool:
         """The app's own /health answers (inside its container, not through NGINX)."""
-        argv = ["docker", "exec", self.name, "docker", "exec", APP]
+        argv = ["docker", "exec", self.name, "docker", "exec", self.app()]
         return run([*argv, "python3", "/opt/app/healthcheck.py"], 10, False).returncode == 0
 
     def nginx_pids(self) -> list[str]:

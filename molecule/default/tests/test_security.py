@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from test_stack import CONTAINERS, SECRETS_DIR, inspect, run_site
+from test_stack import CONTAINERS, SECRETS_DIR, container_name, inspect, run_site
 
 BACKEND = ["prodstack-app", "prodstack-redis", "prodstack-postgres"]
 CONTAINER_UID = {
@@ -41,7 +41,7 @@ def test_container_is_hardened(host: Any, name: str) -> None:
     c = inspect(host, "container", name)
     hc = c["HostConfig"]
     assert c["Config"]["User"] in ("app", "proxy-nginx", "redis", "postgres")
-    assert host.check_output(f"docker exec {name} id -u") == CONTAINER_UID[name]
+    assert host.check_output(f"docker exec {container_name(host, name)} id -u") == CONTAINER_UID[name]
     assert hc["ReadonlyRootfs"] is True
     assert set(hc["Tmpfs"]) == {"/tmp"}
     assert hc["CapDrop"] == ["ALL"] and not hc["CapAdd"]
@@ -55,7 +55,7 @@ def test_container_is_hardened(host: Any, name: str) -> None:
 
 @pytest.mark.parametrize("name", CONTAINERS)
 def test_root_filesystem_refuses_writes(host: Any, name: str) -> None:
-    result = host.run(f"docker exec {name} sh -c 'echo x > /etc/prodstack-write-test'")
+    result = host.run(f"docker exec {container_name(host, name)} sh -c 'echo x > /etc/prodstack-write-test'")
     assert result.rc != 0 and "Read-only file system" in result.stderr
 
 
@@ -71,7 +71,9 @@ def test_backend_network_is_internal_and_nginx_alone_on_the_edge(host: Any) -> N
     assert backend["Internal"] is True
     assert edge["Internal"] is False
     assert {c["Name"] for c in edge["Containers"].values()} == {"prodstack-nginx"}
-    assert {c["Name"] for c in backend["Containers"].values()} == set(CONTAINERS)
+    assert {c["Name"] for c in backend["Containers"].values()} == {
+        container_name(host, c) for c in CONTAINERS
+    }
 
 
 def connects(host: Any, container: str | None, ip: str, port: int) -> bool:
@@ -86,7 +88,7 @@ def connects(host: Any, container: str | None, ip: str, port: int) -> bool:
         "s = socket.socket(); s.settimeout(2)\n"
         f"sys.exit(0 if s.connect_ex(('{ip}', {port})) == 0 else 1)\n"
     )
-    prefix = f"docker exec {container} " if container else ""
+    prefix = f"docker exec {container_name(host, container)} " if container else ""
     return host.run(prefix + "python3 -c %s", script).rc == 0
 
 

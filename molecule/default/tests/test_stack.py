@@ -55,7 +55,20 @@ def run_site(inventory: str, *args: str, timeout: int = 900) -> tuple[str, str]:
     return output, output.split("PLAY RECAP")[-1]
 
 
+def container_name(host: Any, name: str) -> str:
+    """`name`, except "prodstack-app", which stands for the live app release: its own
+    container (prodstack-app-RELEASEID), named in the release file NGINX includes."""
+    if name != "prodstack-app":
+        return name
+    release = host.run(
+        "sed -n 's/^set \\$prodstack_release \\(.*\\);$/\\1/p' /etc/prodstack/nginx/conf.d/app-release.inc"
+    )
+    return f"prodstack-app-{release.stdout.strip()}" if release.stdout.strip() else name
+
+
 def inspect(host: Any, kind: str, name: str) -> dict[str, Any]:
+    if kind == "container":
+        name = container_name(host, name)
     out = host.check_output(f"docker {kind} inspect {name}")
     return json.loads(out)[0]
 
@@ -102,7 +115,7 @@ def test_private_network_is_a_bridge(host: Any) -> None:
     net = inspect(host, "network", "prod-net")
     assert net["Driver"] == "bridge" and net["Internal"] is True
     members = {c["Name"] for c in net["Containers"].values()}
-    assert members == set(CONTAINERS)
+    assert members == {container_name(host, c) for c in CONTAINERS}
 
 
 @pytest.mark.parametrize("volume", ["prodstack-postgres-data", "prodstack-redis-data"])
