@@ -70,7 +70,7 @@ def counter(target: Target) -> int:
 
 
 def test_backup_under_writes(case: Case, target: Target, url: str, controller: Path) -> None:
-    """B1. A backup taken while a client writes restores exactly the rows of its snapshot."""
+    """24. A backup taken while a client writes restores exactly the rows of its snapshot."""
     target.sql("INSERT INTO visits (hostname) SELECT 'bulk' FROM generate_series(1, 10000)")
     with Traffic(url, rate=20) as traffic:
         time.sleep(2)
@@ -121,7 +121,7 @@ def test_backup_under_writes(case: Case, target: Target, url: str, controller: P
 
 
 def test_corrupt_and_truncated_refused(case: Case, target: Target, controller: Path) -> None:
-    """B2. A backup with one byte flipped, or truncated, is refused before anything changes."""
+    """25. A backup with one byte flipped, or truncated, is refused before anything changes."""
     (good,) = json.loads(target.sh("prodstack-backup", "list", "--json"))[-1:]
     flip = (
         "import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); "
@@ -153,7 +153,7 @@ def test_corrupt_and_truncated_refused(case: Case, target: Target, controller: P
 
 
 def test_encrypted_backup_wrong_key_refused(case: Case, target: Target, controller: Path) -> None:
-    """B2b. An age-encrypted backup: the host holds only the public key; a wrong identity is refused."""
+    """26. An age-encrypted backup: the host holds only the public key; a wrong identity is refused."""
     target.sh("sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q age >/dev/null", timeout=300)
     keys = {}
     for key in ("right", "wrong"):
@@ -194,7 +194,7 @@ def test_encrypted_backup_wrong_key_refused(case: Case, target: Target, controll
 
 
 def test_retention_and_failed_run(case: Case, target: Target) -> None:
-    """B3. Retention keeps only what the rule keeps; a failed run is a failed unit with its reason."""
+    """27. Retention keeps only what the rule keeps; a failed run is a failed unit with its reason."""
     lib = load_lib()
     (newest,) = json.loads(target.sh("prodstack-backup", "list", "--json"))[-1:]
     old = [f"prodstack-202610{day:02d}T031500Z" for day in range(1, 31)]
@@ -232,7 +232,7 @@ def test_retention_and_failed_run(case: Case, target: Target) -> None:
 
 
 def test_restore_after_volumes_are_gone(case: Case, target: Target, url: str, controller: Path) -> None:
-    """B4. Data volumes and the host's backups destroyed; converge, restore from the controller's copy."""
+    """28. Data volumes and the host's backups destroyed; converge, restore from the controller's copy."""
     answers = [get(url + "/") for _ in range(200)]
     assert all(r.ok for r in answers)
     rows, visits = row_ids(target), counter(target)

@@ -154,7 +154,7 @@ def variants(target: Target) -> Iterator[None]:
 
 
 def test_r1_code_change(case: Case, target: Target, url: str, variants: None) -> None:
-    """R1. A code change released under traffic."""
+    """16. A code change released under traffic."""
     old = target.app()
     c = cutover(url, "-e", f"app_image={V2}")
     new = target.app()
@@ -173,7 +173,7 @@ def test_r1_code_change(case: Case, target: Target, url: str, variants: None) ->
 
 
 def test_r2_env_change(case: Case, target: Target, url: str, variants: None) -> None:
-    """R2. The app's environment changed (app_threads)."""
+    """17. The app's environment changed (app_threads)."""
     old = target.app()
     c = cutover(url, "-e", f"app_image={V2}", "-e", "app_threads=5")
     env = target.inspect(APP)["Config"]["Env"]
@@ -187,7 +187,7 @@ def test_r2_env_change(case: Case, target: Target, url: str, variants: None) -> 
 
 
 def test_r3_broken_release(case: Case, target: Target, url: str, variants: None) -> None:
-    """R3. A release that fails its health gate."""
+    """18. A release that fails its health gate."""
     old, old_id = target.app(), target.inspect(APP)["Id"]
     before = set(target.releases())
     c = cutover(url, "-e", f"app_image={BROKEN}", "-e", "app_threads=5", "-e", "app_gate_timeout=20")
@@ -203,7 +203,7 @@ def test_r3_broken_release(case: Case, target: Target, url: str, variants: None)
 
 
 def test_r4_rollback(case: Case, target: Target, url: str, variants: None) -> None:
-    """R4. rollback.yml back to the previous release."""
+    """19. rollback.yml back to the previous release."""
     old = target.app()
     c = cutover(url, playbook=ROLLBACK)
     env = target.inspect(APP)["Config"]["Env"]
@@ -225,7 +225,7 @@ def play(*extra: str) -> subprocess.Popen[str]:
 
 
 def test_r5_concurrent_runs(case: Case, target: Target, url: str, variants: None) -> None:
-    """R5. Two runs at once serialized by the deploy lock."""
+    """20. Two runs at once serialized by the deploy lock."""
     live = release_of(target)
     other = sorted(n.removeprefix(APP + "-") for n in target.releases() if n != f"{APP}-{live}")[-1]
     with Traffic(url + "/", rate=RATE) as t:
@@ -253,7 +253,7 @@ def test_r5_concurrent_runs(case: Case, target: Target, url: str, variants: None
 
 
 def test_r6_stale_lock(case: Case, target: Target, url: str, variants: None) -> None:
-    """R6. A lock left by a killed run is taken over."""
+    """21. A lock left by a killed run is taken over."""
     live = release_of(target)
     other = sorted(n.removeprefix(APP + "-") for n in target.releases() if n != f"{APP}-{live}")[-1]
     killed = play("-e", f"release={other}")
@@ -273,7 +273,7 @@ def test_r6_stale_lock(case: Case, target: Target, url: str, variants: None) -> 
 
 
 def test_r7_nginx_reload(case: Case, target: Target, url: str, variants: None) -> None:
-    """R7. An NGINX config toggle (rate limits on) by reload."""
+    """22. An NGINX config toggle (rate limits on) by reload."""
     nginx = target.inspect(NGINX)
     workers = target.nginx_pids()
     live = target.app()

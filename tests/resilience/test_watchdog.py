@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
+from typing import Any
 
-from reslib import Case, Target, Traffic, get, run, summary, wait_for
+from reslib import REPO, Case, Target, Traffic, converge, get, run, summary, wait_for
 
 SLOW_SECONDS = float(os.environ.get("RESILIENCE_SLOW_SECONDS", "120"))
 SLOW_CPUS = os.environ.get("RESILIENCE_SLOW_CPUS", "0.1")
@@ -22,10 +24,9 @@ WATCHDOG = "/usr/local/sbin/prodstack-watchdog"
 
 
 def stack(target: Target) -> dict[str, str]:
-    """Name -> role of every container labelled as part of the stack."""
-    out = target.docker(
-        "ps", "-a", "--filter", "label=prodstack.role", "--format", '{{.Names}} {{.Label "prodstack.role"}}'
-    )
+    """Name -> role of every container labelled as part of the stack (retained releases too)."""
+    fmt = '{{.Names}} {{.Label "prodstack.role"}}'
+    out = target.docker("ps", "-a", "--filter", "label=prodstack.role", "--format", fmt)
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
@@ -33,7 +34,7 @@ def started(target: Target) -> dict[str, str]:
     return {name: target.inspect(name)["State"]["StartedAt"] for name in stack(target)}
 
 
-def watchdog_status(target: Target) -> dict[str, dict[str, object]]:
+def watchdog_status(target: Target) -> dict[str, dict[str, Any]]:
     rows = json.loads(target.sh(WATCHDOG, "status", "--json"))
     return {str(row["name"]): row for row in rows}
 
@@ -43,16 +44,20 @@ def journal_since(target: Target, since: float) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-def all_running_healthy(target: Target) -> bool:
-    names = stack(target)
-    return len(names) >= 4 and all(target.health(n) == "healthy" for n in names)
+def serving(target: Target) -> bool:
+    """Every stack container that should run (not held on purpose) runs healthy, one per role at least."""
+    rows = [r for r in watchdog_status(target).values() if r["held"] is None]
+    roles = {r["role"] for r in rows}
+    return roles >= {"postgres", "redis", "app", "nginx"} and all(
+        r["state"] == "running" and r["health"] == "healthy" for r in rows
+    )
 
 
 def reboot_and_measure(target: Target, url: str) -> tuple[float, float]:
-    """`docker restart` of the target; seconds until the stack is healthy, and until `/` is 200."""
+    """`docker restart` of the target; seconds until the stack is serving, and until `/` is 200."""
     start = time.monotonic()
     run(["docker", "restart", target.name], timeout=180)
-    wait_for(lambda: all_running_healthy(target), 300, 1.0)
+    wait_for(lambda: serving(target), 300, 1.0)
     healthy = time.monotonic() - start
     wait_for(lambda: get(url + "/").ok, 120)
     return healthy, time.monotonic() - start
@@ -62,7 +67,7 @@ def test_14_slow_host(case: Case, target: Target, url: str) -> None:
     """14. Slow host: stack containers throttled, a CPU hog beside them."""
     names = stack(target)
     before = started(target)
-    image = target.inspect(next(n for n, role in names.items() if role == "app"))["Config"]["Image"]
+    image = target.inspect(target.app())["Config"]["Image"]
     hogs = [f"prodstack-test-hog-{i}" for i in range(2)]
     since = time.time()
     try:
@@ -101,12 +106,12 @@ def test_14_slow_host(case: Case, target: Target, url: str) -> None:
     case.extra["watchdog_journal"] = journal[-20:]
     assert not acted, acted
     assert started(target) == before, "a stack container was restarted"
-    wait_for(lambda: all_running_healthy(target), 180)
+    wait_for(lambda: serving(target), 180)
 
 
 def test_15_reboot_after_cut_restart(case: Case, target: Target, url: str) -> None:
     """15. Reboot right after the watchdog's restart stopped the app."""
-    app = next(n for n, role in stack(target).items() if role == "app")
+    app = target.app()
     visits = int(get(url + "/").body["visits"])  # type: ignore[index]
     # What a `docker restart` cut by a reboot leaves: the stop half done (asked for, so the
     # restart policy will not start it at boot), the start half never run.
@@ -125,3 +130,40 @@ def test_15_reboot_after_cut_restart(case: Case, target: Target, url: str) -> No
     assert started_by, journal[-20:]
     assert int(after["visits"]) > visits
     assert watchdog_status(target)[app]["held"] is None
+
+
+def test_23_reboot_during_release(case: Case, target: Target, url: str) -> None:
+    """23. Reboot in the middle of a release."""
+    visits = int(get(url + "/").body["visits"])  # type: ignore[index]
+    before = {n for n, state in target.releases().items() if state == "running"}
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    argv = ["ansible-playbook", "-i", inventory, str(REPO / "site.yml"), "-e", "app_threads=3"]
+    play = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The new release's container is up (its gate runs) while the old one still serves.
+        wait_for(
+            lambda: {n for n, st in target.releases().items() if st == "running"} - before != set(), 300, 0.5
+        )
+        healthy, answered = reboot_and_measure(target, url)
+    finally:
+        play.kill()
+        play.wait(30)
+    after = get(url + "/").body or {}
+    running = sorted(n for n, state in target.releases().items() if state == "running")
+    # The killed run's lock was taken before the reboot: the next run takes it over at once.
+    again = converge()
+    case.done = "`docker restart` of the target while site.yml starts a new app release (its gate running)"
+    case.expected = (
+        "after boot every container that should run is healthy and `/` is 200, no Ansible; "
+        "the next run takes the lock over"
+    )
+    case.measured = (
+        f"serving {healthy:.0f} s, `/` 200 {answered:.0f} s after the reboot; app releases running: "
+        f"{', '.join(running)}; visits {visits}→{after.get('visits')}; next converge rc={again.rc} "
+        f"in {again.seconds:.0f} s"
+    )
+    assert int(after["visits"]) > visits
+    assert again.rc == 0, again.output[-3000:]
+    assert "took over a stale lock" in " ".join(again.output.split()), (
+        "the lock from before the reboot was not taken over"
+    )

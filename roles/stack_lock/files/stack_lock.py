@@ -1,7 +1,8 @@
 """The deploy lock on the host: python3 -c SCRIPT ACTION DIR [TTL] HOLDER_JSON.
 
 ACTION acquire: mkdir DIR (atomic) and write DIR/holder.json; when DIR exists, report the
-holder (busy), or take it over when its heartbeat is older than TTL seconds (a killed run).
+holder (busy), or take it over when its heartbeat is older than TTL seconds (a killed run)
+or it was taken before the host's last boot.
 heartbeat: refresh our heartbeat. release: remove DIR if we hold it. Prints one JSON line.
 """
 
@@ -35,8 +36,20 @@ def age(path: str, holder: dict) -> float:
     return time.time() - beat
 
 
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def acquire(path: str, ttl: int, me: dict) -> dict:
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    # A lock taken before the host's last boot is stale whatever its age: the run that held
+    # it lost the host in the reboot (a reboot in the middle of a release must not block the
+    # next run for the whole TTL).
+    me = {**me, "boot_id": boot_id()}
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -44,7 +57,8 @@ def acquire(path: str, ttl: int, me: dict) -> dict:
         if holder.get("token") == me["token"]:
             return {"state": "held"}
         old = age(path, holder)
-        if old <= ttl:
+        rebooted = bool(holder.get("boot_id")) and holder.get("boot_id") != me["boot_id"]
+        if old <= ttl and not rebooted:
             return {"state": "busy", "holder": holder, "age": int(old)}
         # Stale: move it aside (atomic), check it is still the one judged stale, then retake.
         aside = f"{path}.stale.{os.getpid()}"
