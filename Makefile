@@ -107,16 +107,24 @@ resilience: venv targets
 # errors must still stay inside the 30 s after it); the outage stays at 30 s in both tiers,
 # because the app's liveness check needs 3 failures 10 s apart before Docker marks it
 # unhealthy: a shorter outage could not show that a dependency outage leaves the app alone.
-test: TIER_ENV := RESILIENCE_OUTAGE=30 RESILIENCE_SOAK_SECONDS=120
-test: RESILIENCE_BUDGET := 1320
-test-full: TIER_ENV := RESILIENCE_OUTAGE=30 RESILIENCE_SOAK_SECONDS=300
-test-full: RESILIENCE_BUDGET := 2100
+#
+# The slow host (case 14) lasts 120 s in `make test`, 300 s in `make test-full`. The default
+# scenario runs on Debian 12 in `make test` and on 12 and 13 in `make test-full`: one after
+# the other they took 22 minutes together, more than `make test` has room for.
+test: TIER_ENV := RESILIENCE_OUTAGE=30 RESILIENCE_SOAK_SECONDS=120 RESILIENCE_SLOW_SECONDS=120
+test: RESILIENCE_BUDGET := 2400
+test: MOLECULE_RELEASES := bookworm
+test: MOLECULE_BUDGET := 900
+test-full: TIER_ENV := RESILIENCE_OUTAGE=30 RESILIENCE_SOAK_SECONDS=300 RESILIENCE_SLOW_SECONDS=300
+test-full: RESILIENCE_BUDGET := 3600
+test-full: MOLECULE_RELEASES := bookworm trixie
+test-full: MOLECULE_BUDGET := 1800
 
 test test-full: venv engine packages
 	@scripts/stage.sh checks 300 $(MAKE) --no-print-directory -j3 --output-sync=target \
 	  stage-lint stage-app stage-images
 	@scripts/stage.sh containers 360 $(MAKE) --no-print-directory test-containers
-	@scripts/stage.sh molecule 900 $(MAKE) --no-print-directory molecule
+	@scripts/stage.sh molecule $(MOLECULE_BUDGET) $(MAKE) --no-print-directory molecule MOLECULE_RELEASES="$(MOLECULE_RELEASES)"
 	@scripts/stage.sh resilience $(RESILIENCE_BUDGET) \
 	  env $(TIER_ENV) $(MAKE) --no-print-directory resilience
 
