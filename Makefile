@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help venv engine packages images-prereq targets up down status test lint test-app \
-        test-containers molecule resilience bench clean
+        test-containers molecule resilience bench clean vm vm-down molecule-vm molecule-vm-full
 
 help:
 	@echo "make up      deploy the stack to a local throwaway Debian 12 target and print its URL"
@@ -16,6 +16,8 @@ help:
 	@echo "make test    lint, app tests, container tests, molecule test, failure tests (what CI runs)"
 	@echo "make bench   benchmark against the seed's way; writes docs/PERFORMANCE.md"
 	@echo "make resilience  the timed failure tests alone; writes docs/RESILIENCE.md"
+	@echo "make vm      deploy the stack to a real Debian 12 VM (QEMU) over SSH and print its URL"
+	@echo "make vm-down stop that VM and remove its disk overlay"
 
 $(VENV)/.installed: requirements-dev.txt app/requirements.txt
 	python3 -m venv $(VENV)
@@ -68,6 +70,30 @@ test-containers: venv engine packages
 
 molecule: venv targets
 	scripts/molecule-test.sh default
+
+# A real VM (docs/VM.md): QEMU boots a cached Debian disk; site.yml runs over SSH through an
+# inventory shaped like inventory/example. VM_SUITE=trixie, VM_DOCKER=0 pick other disks.
+VM_NAME ?= prodstack
+vm: venv engine
+	@scripts/vm/vm.sh up $(VM_NAME)
+	@scripts/vm/vm.sh inventory $(VM_NAME) .cache/vm/run/$(VM_NAME)/inventory
+	ansible-playbook -i .cache/vm/run/$(VM_NAME)/inventory site.yml
+	@http=$$(scripts/vm/vm.sh port $(VM_NAME) 8080) && https=$$(scripts/vm/vm.sh port $(VM_NAME) 8443) && \
+	  curl -fsS http://$$http/health && \
+	  echo "The stack is up on the VM: http://$$http/" && \
+	  echo "                       and https://$$https/ (self-signed certificate)" && \
+	  echo "ssh into it: scripts/vm/vm.sh ssh $(VM_NAME)"
+
+vm-down:
+	@scripts/vm/vm.sh down $(VM_NAME)
+
+# The VM scenario: the make test form (create, converge, verify subset, one reboot) and the
+# rest for make test-full (idempotence, full verify, a disk without docker.io, Debian 13).
+molecule-vm: venv engine
+	scripts/vm/molecule-vm.sh smoke
+
+molecule-vm-full: venv engine
+	scripts/vm/molecule-vm.sh full
 
 # The benchmark: the deployed stack against the seed's way, in one run; rewrites
 # docs/PERFORMANCE.md (about 10 minutes on an idle 2-core machine).
