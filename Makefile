@@ -8,7 +8,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help venv engine packages images-prereq targets up down status test lint test-app \
         test-containers molecule resilience bench docs clean \
-        test-full test-unit stage-lint stage-app stage-images
+        test-full test-unit stage-lint stage-app stage-images vm vm-down molecule-vm molecule-vm-full
 
 help:
 	@echo "make up      deploy the stack to a local throwaway Debian 12 target and print its URL"
@@ -19,6 +19,8 @@ help:
 	@echo "make bench   benchmark against the seed's way; writes out/PERFORMANCE.md"
 	@echo "make resilience  the timed failure tests alone; writes out/RESILIENCE.md"
 	@echo "make docs    copy the reports in out/ into docs/ (the only way docs/ changes)"
+	@echo "make vm      deploy the stack to a real Debian 12 VM (QEMU) over SSH and print its URL"
+	@echo "make vm-down stop that VM and remove its disk overlay"
 
 $(VENV)/.installed: requirements-dev.txt app/requirements.txt
 	python3 -m venv $(VENV)
@@ -86,6 +88,30 @@ MOLECULE_RELEASES ?= bookworm trixie
 molecule: venv targets
 	scripts/molecule-test.sh default $(MOLECULE_RELEASES)
 
+# A real VM (docs/VM.md): QEMU boots a cached Debian disk; site.yml runs over SSH through an
+# inventory shaped like inventory/example. VM_SUITE=trixie, VM_DOCKER=0 pick other disks.
+VM_NAME ?= prodstack
+vm: venv engine
+	@scripts/vm/vm.sh up $(VM_NAME)
+	@scripts/vm/vm.sh inventory $(VM_NAME) .cache/vm/run/$(VM_NAME)/inventory
+	ansible-playbook -i .cache/vm/run/$(VM_NAME)/inventory site.yml
+	@http=$$(scripts/vm/vm.sh port $(VM_NAME) 8080) && https=$$(scripts/vm/vm.sh port $(VM_NAME) 8443) && \
+	  curl -fsS http://$$http/health && \
+	  echo "The stack is up on the VM: http://$$http/" && \
+	  echo "                       and https://$$https/ (self-signed certificate)" && \
+	  echo "ssh into it: scripts/vm/vm.sh ssh $(VM_NAME)"
+
+vm-down:
+	@scripts/vm/vm.sh down $(VM_NAME)
+
+# The VM scenario: the make test form (create, converge, verify subset, one reboot) and the
+# rest for make test-full (idempotence, full verify, a disk without docker.io, Debian 13).
+molecule-vm: venv engine
+	scripts/vm/molecule-vm.sh smoke
+
+molecule-vm-full: venv engine
+	scripts/vm/molecule-vm.sh full
+
 # The benchmark: the deployed stack against the seed's way, in one run; rewrites
 # out/PERFORMANCE.md (about 10 minutes on an idle 2-core machine).
 bench: venv engine packages
@@ -119,6 +145,9 @@ test-full: TIER_ENV := RESILIENCE_OUTAGE=30 RESILIENCE_SOAK_SECONDS=300 RESILIEN
 test-full: RESILIENCE_BUDGET := 3600
 test-full: MOLECULE_RELEASES := bookworm trixie
 test-full: MOLECULE_BUDGET := 1800
+# The real QEMU VM (issue: a converge under TCG took 24 minutes on a loaded machine, and the
+# whole scenario has not yet passed here): only in the long tier for now.
+test-full: VM_STAGE := molecule-vm-full
 
 test test-full: venv engine packages
 	@scripts/stage.sh checks 300 $(MAKE) --no-print-directory -j3 --output-sync=target \
@@ -127,6 +156,7 @@ test test-full: venv engine packages
 	@scripts/stage.sh molecule $(MOLECULE_BUDGET) $(MAKE) --no-print-directory molecule MOLECULE_RELEASES="$(MOLECULE_RELEASES)"
 	@scripts/stage.sh resilience $(RESILIENCE_BUDGET) \
 	  env $(TIER_ENV) $(MAKE) --no-print-directory resilience
+	@$(if $(VM_STAGE),scripts/stage.sh vm 5400 $(MAKE) --no-print-directory $(VM_STAGE),true)
 
 # The parts of the checks stage (run side by side by `make test`).
 stage-lint:

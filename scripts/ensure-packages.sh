@@ -2,9 +2,11 @@
 # Installs the Debian packages the tests and builds use on the controller, when missing:
 # debootstrap (offline base image), rsync, real redis-server and PostgreSQL for the app's
 # tests (started by the tests themselves on loopback), wrk for load, shellcheck for
-# `make lint`.
+# `make lint`. With arguments, those packages instead (scripts/vm uses it for QEMU and the
+# disk tools).
 set -euo pipefail
 want=(debootstrap rsync redis-server postgresql wrk curl shellcheck)
+(($#)) && want=("$@")
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -13,5 +15,5 @@ if ((${#missing[@]})); then
   echo "ensure-packages: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
 fi

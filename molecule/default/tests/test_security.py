@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,17 +23,6 @@ CONTAINER_UID = {
     "prodstack-redis": "10003",
     "prodstack-postgres": "10004",
 }
-
-
-def machine_port(host: Any, container_port: str) -> str:
-    name = host.backend.get_hostname()
-    out = subprocess.run(
-        ["docker", "port", name, container_port],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.split()[0]
 
 
 @pytest.mark.parametrize("name", CONTAINERS)
@@ -158,8 +147,8 @@ def test_redis_dangerous_commands_are_gone(host: Any) -> None:
         assert "unknown command" in out, (command, out)
 
 
-def test_tls_serves_modern_protocols_only_with_hsts(host: Any) -> None:
-    address = machine_port(host, "8443/tcp")
+def test_tls_serves_modern_protocols_only_with_hsts(published: Callable[[str], str]) -> None:
+    address = published("8443/tcp")
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -176,8 +165,8 @@ def test_tls_serves_modern_protocols_only_with_hsts(host: Any) -> None:
         urllib.request.urlopen(f"https://{address}/health", context=old, timeout=5)
 
 
-def test_security_headers_on_http_without_hsts(host: Any) -> None:
-    with urllib.request.urlopen(f"http://{machine_port(host, '8080/tcp')}/", timeout=5) as r:
+def test_security_headers_on_http_without_hsts(published: Callable[[str], str]) -> None:
+    with urllib.request.urlopen(f"http://{published('8080/tcp')}/", timeout=5) as r:
         assert r.headers["X-Content-Type-Options"] == "nosniff"
         assert r.headers["X-Frame-Options"] == "DENY"
         assert "default-src 'none'" in r.headers["Content-Security-Policy"]

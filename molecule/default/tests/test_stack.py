@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +90,20 @@ def http_on_target(host: Any, path: str) -> tuple[int, str]:
     return int(status), body
 
 
-def machine_url(host: Any, path: str) -> str:
-    """URL of the target's port 8080 as published on this machine's loopback."""
+def machine_address(host: Any, container_port: str) -> str:
+    """host:port on this machine's loopback that reaches the target's `container_port`.
+
+    A container target publishes it through Docker; a VM (molecule/vm) through QEMU's
+    port forwards, which scripts/vm/vm.sh reports. Tests take it from the `published`
+    fixture (conftest.py), so the same test runs on both.
+    """
     name = host.backend.get_hostname()
-    mapping = subprocess.run(
-        ["docker", "port", name, "8080/tcp"], check=True, capture_output=True, text=True
-    ).stdout.split()[0]
-    return f"http://{mapping}{path}"
+    if host.ansible.get_variables().get("prodstack_test_target") == "vm":
+        project, _ = ansible_env()
+        argv = [str(project / "scripts" / "vm" / "vm.sh"), "port", name, container_port]
+    else:
+        argv = ["docker", "port", name, container_port]
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split()[0]
 
 
 def test_docker_engine_active_and_enabled(host: Any) -> None:
@@ -174,10 +182,11 @@ def test_root_reports_both_dependencies_and_a_growing_counter(host: Any) -> None
     assert second["row_id"] > first["row_id"]
 
 
-def test_stack_answers_from_the_machine_through_the_target(host: Any) -> None:
-    with urllib.request.urlopen(machine_url(host, "/health"), timeout=5) as r:
+def test_stack_answers_from_the_machine_through_the_target(published: Callable[[str], str]) -> None:
+    address = published("8080/tcp")
+    with urllib.request.urlopen(f"http://{address}/health", timeout=5) as r:
         assert r.read() == b"OK\n"
-    with urllib.request.urlopen(machine_url(host, "/"), timeout=5) as r:
+    with urllib.request.urlopen(f"http://{address}/", timeout=5) as r:
         body = json.load(r)
     assert body["status"] == "ok" and body["failed"] == []
 
