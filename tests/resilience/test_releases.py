@@ -263,13 +263,13 @@ def test_r6_stale_lock(case: Case, target: Target, url: str, variants: None) -> 
     # Killed between the mkdir and holder.json, the lock has no holder: its age is the mkdir's.
     holder = json.loads(target.sh("cat", f"{LOCK}/holder.json", check=False) or "{}")
     time.sleep(12)
-    c = cutover(url, "-e", "stack_lock_ttl=10", playbook=ROLLBACK)
+    c = cutover(url, "-e", f"release={other}", "-e", "stack_lock_ttl=10", playbook=ROLLBACK)
     took = "took over a stale lock" in flat(c.play.output)
     case.done = "rollback.yml killed (SIGKILL) holding the lock; another run with stack_lock_ttl=10"
     case.expected = "the stale lock is taken over with a warning naming the dead run; 0 failed"
     case.measured = f"dead holder pid {holder.get('pid')}; taken over: {took}; " + c.figures(target, "")
     assert c.play.rc == 0, c.play.output[-3000:]
-    assert took and release_of(target) != live
+    assert took and release_of(target) == other
     assert not c.failed
 
 
