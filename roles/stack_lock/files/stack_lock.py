@@ -36,20 +36,21 @@ def age(path: str, holder: dict) -> float:
     return time.time() - beat
 
 
-def boot_id() -> str:
+def booted() -> float:
+    """When this host (its PID 1) started, as epoch seconds: the kernel's boot time plus
+    PID 1's start, so a container standing in for a host counts its own restarts too."""
     try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+        with open("/proc/stat") as f:
+            btime = next(float(line.split()[1]) for line in f if line.startswith("btime "))
+        with open("/proc/1/stat") as f:
+            ticks = float(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, StopIteration, IndexError, ValueError):
+        return 0.0
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def acquire(path: str, ttl: int, me: dict) -> dict:
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    # A lock taken before the host's last boot is stale whatever its age: the run that held
-    # it lost the host in the reboot (a reboot in the middle of a release must not block the
-    # next run for the whole TTL).
-    me = {**me, "boot_id": boot_id()}
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -57,7 +58,10 @@ def acquire(path: str, ttl: int, me: dict) -> dict:
         if holder.get("token") == me["token"]:
             return {"state": "held"}
         old = age(path, holder)
-        rebooted = bool(holder.get("boot_id")) and holder.get("boot_id") != me["boot_id"]
+        # A lock whose holder last showed life before the host's last boot is stale whatever
+        # its age: that run lost the host in the reboot (a reboot in the middle of a release
+        # must not block the next run for the whole TTL).
+        rebooted = time.time() - old < booted()
         if old <= ttl and not rebooted:
             return {"state": "busy", "holder": holder, "age": int(old)}
         # Stale: move it aside (atomic), check it is still the one judged stale, then retake.
