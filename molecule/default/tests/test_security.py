@@ -190,7 +190,7 @@ def read_secrets(host: Any) -> list[str]:
 
 def test_secret_values_in_no_inspect_log_or_image(host: Any) -> None:
     secrets = read_secrets(host)
-    for name in CONTAINERS:
+    for name in (container_name(host, n) for n in CONTAINERS):
         logs = host.run(f"docker logs {name}")
         image = inspect(host, "container", name)["Image"]
         texts = {

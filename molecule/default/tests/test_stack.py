@@ -227,7 +227,7 @@ def test_passwords_appear_in_no_container_config(host: Any) -> None:
         host.file(f"{SECRETS_DIR}/redis_password.redis").content_string.strip(),
     }
     assert all(len(s) >= 16 for s in secrets)
-    for name in CONTAINERS:
+    for name in (container_name(host, n) for n in CONTAINERS):
         config = host.check_output(f"docker inspect {name}")
         for secret in secrets:
             assert secret not in config, f"a password is visible in docker inspect {name}"
