@@ -37,6 +37,8 @@ NGINX, APP, REDIS, POSTGRES = (
 # (prodstack-app-RELEASEID), so Target resolves APP to the live one on every call.
 STACK = [POSTGRES, REDIS, APP, NGINX]
 RELEASE_FILE = "/etc/prodstack/nginx/conf.d/app-release.inc"
+# The host watchdog's command: a test that stops a stack container on purpose holds it first.
+WATCHDOG = "/usr/local/sbin/prodstack-watchdog"
 
 # Knobs, from the environment. RESILIENCE_OUTAGE: seconds Redis and PostgreSQL stay stopped
 # (cases 3, 4); RESILIENCE_SOAK_SECONDS: length of the soak (case 13); RESILIENCE_RATE:

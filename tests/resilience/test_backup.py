@@ -249,8 +249,8 @@ def test_restore_after_volumes_are_gone(case: Case, target: Target, url: str, co
     volumes = [
         m["Name"] for c in (POSTGRES, REDIS) for m in target.inspect(c)["Mounts"] if m["Type"] == "volume"
     ]
-    target.docker("stop", POSTGRES, REDIS)
-    target.docker("rm", POSTGRES, REDIS)
+    # One step, so the host watchdog never sees them stopped (it would start them again).
+    target.docker("rm", "-f", POSTGRES, REDIS)
     target.docker("volume", "rm", *volumes)
     target.sh("sh", "-c", f"rm -rf {BACKUPS}/prodstack-*")
     conv = converge(playbook=SCENARIO / "converge.yml")

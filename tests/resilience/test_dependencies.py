@@ -18,6 +18,7 @@ from reslib import (
     POSTGRES,
     RATE,
     REDIS,
+    WATCHDOG,
     Case,
     Target,
     Traffic,
@@ -37,10 +38,13 @@ def dependency_outage(target: Target, url: str, container: str) -> dict[str, Any
     with Traffic(url + "/") as t:
         time.sleep(2)
         rows_before = target.sql("SELECT count(*) || ' ' || max(id) FROM visits").split()
+        # Stopped on purpose, as an operator would: held, or the host watchdog starts it again.
+        target.sh(WATCHDOG, "hold", container, "--reason", "resilience: dependency outage")
         target.docker("stop", container)
         stopped = time.time()
         time.sleep(OUTAGE)
         starting = time.time()
+        target.sh(WATCHDOG, "unhold", container)
         target.docker("start", container)
         t.wait_ok(starting, count=10, timeout=90)
     # Answered while it was down (not merely sent before the start and answered after).

@@ -16,11 +16,10 @@ import subprocess
 import time
 from typing import Any
 
-from reslib import REPO, Case, Target, Traffic, converge, get, run, summary, wait_for
+from reslib import REPO, WATCHDOG, Case, Target, Traffic, converge, get, run, summary, wait_for
 
 SLOW_SECONDS = float(os.environ.get("RESILIENCE_SLOW_SECONDS", "120"))
 SLOW_CPUS = os.environ.get("RESILIENCE_SLOW_CPUS", "0.1")
-WATCHDOG = "/usr/local/sbin/prodstack-watchdog"
 
 
 def stack(target: Target) -> dict[str, str]:
