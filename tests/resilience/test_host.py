@@ -74,7 +74,9 @@ def test_07_dockerd_restart(case: Case, target: Target, url: str) -> None:
 
     def probed_now() -> list[str]:
         journal = target.sh("journalctl", "-u", "prodstack-watchdog", "-o", "cat", "--since", since)
-        return sorted(c for c in stalled if f"{c} has had no health check run by Docker" in journal)
+        # The live app release runs under its own name (prodstack-app-RELEASE).
+        named = {c: target.app() if c == APP else c for c in stalled}
+        return sorted(c for c in stalled if f"{named[c]} has had no health check run by Docker" in journal)
 
     wait_for(lambda: probed_now() == stalled, 120, 5)
     probed = probed_now()
