@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from reslib import APP, POSTGRES, REDIS, REPO, SCENARIO, Case, PlayResult, Target, Traffic, converge, get
+from reslib import APP, POSTGRES, REDIS, REPO, Case, PlayResult, Target, Traffic, converge, get
 
 BACKUPS = "/var/backups/prodstack"
 DIGEST = "SELECT coalesce(md5(string_agg(md5(x::text), '' ORDER BY md5(x::text))), '') FROM public.visits x"
@@ -253,7 +253,7 @@ def test_restore_after_volumes_are_gone(case: Case, target: Target, url: str, co
     target.docker("rm", "-f", POSTGRES, REDIS)
     target.docker("volume", "rm", *volumes)
     target.sh("sh", "-c", f"rm -rf {BACKUPS}/prodstack-*")
-    conv = converge(playbook=SCENARIO / "converge.yml")
+    conv = converge()
     assert conv.rc == 0, conv.output[-3000:]
     gone = target.sql("SELECT to_regclass('public.visits') IS NULL") == "t" or len(row_ids(target)) < len(
         rows
