@@ -2,19 +2,29 @@
 # Runs one stage of `make test` under a time budget and prints what it used:
 #
 #   scripts/stage.sh NAME BUDGET_SECONDS COMMAND...
+#
+# The stage's output is also kept in out/stage-NAME.log. When a stage fails, its failed
+# tests (pytest's short summary lines) are printed again at the end, so the last lines of
+# a long CI log name them.
 set -uo pipefail
 name=$1 budget=$2
 shift 2
+mkdir -p out
+log=out/stage-$name.log
 echo "==> stage $name (budget ${budget}s)"
 start=$(date +%s)
-timeout --kill-after=30 "$budget" "$@"
-rc=$?
+timeout --kill-after=30 "$budget" "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
 used=$(($(date +%s) - start))
-if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+if [ "$rc" -ne 0 ]; then
+  echo "--- failed tests of stage $name (from $log):"
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(FAILED|ERROR) |^E +(assert|Assert|Failed|[A-Za-z]+Error)' | tail -40 || echo "(none reported by pytest)"
+fi
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
   echo "<== stage $name: OVER BUDGET after ${used}s of ${budget}s"
-elif [ $rc -ne 0 ]; then
+elif [ "$rc" -ne 0 ]; then
   echo "<== stage $name: FAILED (exit $rc) after ${used}s of ${budget}s"
 else
   echo "<== stage $name: ok in ${used}s of ${budget}s"
 fi
-exit $rc
+exit "$rc"
