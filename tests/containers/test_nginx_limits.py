@@ -4,6 +4,7 @@ a client over the rate gets NGINX's JSON 429, one within it is served, and NGINX
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,3 +64,4 @@ def test_rate_limit_answers_json_429(stack: Stack) -> None:
         assert requests.get(url, timeout=2).status_code == 200  # within the rate again
     finally:
         docker("rm", "-fv", name, check=False)
+        shutil.rmtree(conf_dir, ignore_errors=True)

@@ -143,6 +143,28 @@ class Target:
     def wait_healthy(self, timeout: float = 180) -> float:
         return wait_for(lambda: all(self.health(c) == "healthy" for c in STACK), timeout)
 
+    def watchdog_status(self) -> dict[str, dict[str, Any]]:
+        """The host watchdog's view of each stack container (state, health, hold, restarts)."""
+        rows = json.loads(self.sh(WATCHDOG, "status", "--json"))
+        return {str(row["name"]): row for row in rows}
+
+    def serving(self) -> bool:
+        """Every stack container that should run (not held on purpose) runs healthy, one per role at least."""
+        rows = [r for r in self.watchdog_status().values() if r["held"] is None]
+        roles = {r["role"] for r in rows}
+        return roles >= {"postgres", "redis", "app", "nginx"} and all(
+            r["state"] == "running" and r["health"] == "healthy" for r in rows
+        )
+
+    def reboot(self, url: str) -> tuple[float, float]:
+        """`docker restart` of the target; seconds until the stack is serving, and until `/` is 200."""
+        start = time.monotonic()
+        run(["docker", "restart", self.name], timeout=180)
+        wait_for(self.serving, 300, 1.0)
+        healthy = time.monotonic() - start
+        wait_for(lambda: get(url + "/").ok, 120)
+        return healthy, time.monotonic() - start
+
     def gunicorn_processes(self) -> dict[int, int]:
         """PID -> parent PID (in the app container) of gunicorn's master and workers, found by
         process name: not docker-init, whose command line names gunicorn too, nor this probe."""

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,20 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from reslib import APP, POSTGRES, REDIS, REPO, Case, PlayResult, Target, Traffic, converge, get
+from reslib import (
+    APP,
+    POSTGRES,
+    REDIS,
+    REPO,
+    Case,
+    PlayResult,
+    Target,
+    Traffic,
+    converge,
+    get,
+    summary,
+    wait_for,
+)
 
 BACKUPS = "/var/backups/prodstack"
 DIGEST = "SELECT coalesce(md5(string_agg(md5(x::text), '' ORDER BY md5(x::text))), '') FROM public.visits x"
@@ -94,11 +108,17 @@ def test_backup_under_writes(case: Case, target: Target, url: str, controller: P
     )
     case.expected = (
         "restored rows = the rows in the dump's snapshot (count and digest recorded in that snapshot); every "
-        "row answered before the backup began is there, none sent after it ended; counter between the two"
+        "row answered before the backup began is there, none sent after it ended; counter between the two; "
+        "during the restore clients get NGINX's JSON 503 'maintenance', no other failure"
     )
 
-    res = playbook("restore.yml", controller, "-e", f"backup={name}")
+    with Traffic(url, rate=5) as during:
+        res = playbook("restore.yml", controller, "-e", f"backup={name}")
     assert res.rc == 0, res.output[-3000:]
+    # While the app is out, NGINX answers its maintenance 503 (not "app unavailable").
+    refused = [r for r in during.snapshot() if not r.ok]
+    maintenance = [r for r in refused if r.status == 503 and r.body and r.body.get("error") == "maintenance"]
+    assert maintenance and len(maintenance) == len(refused), summary(refused)
     restore_s = re.search(r"in\s+([0-9.]+)\s+s:", res.output).group(1)  # type: ignore[union-attr]
     restored = set(row_ids(target))
     assert len(restored) == table["rows"]
@@ -115,7 +135,8 @@ def test_backup_under_writes(case: Case, target: Target, url: str, controller: P
         f"Backup: {seconds:.1f} s and {size} bytes for {rows} rows "
         f"({size * 10000 / rows / 1024:.0f} KiB per 10,000 rows; the time is mostly fixed cost); "
         f"restore (RTO) {res.seconds:.0f} s for the whole playbook, {restore_s} s of it the data restore "
-        f"(machine load average {os.getloadavg()[0]:.0f} on {os.cpu_count()} cores). "
+        f"(machine load average {os.getloadavg()[0]:.0f} on {os.cpu_count()} cores); "
+        f"during it a client at 5 req/s got {len(maintenance)} maintenance 503s and no other failure. "
         f"Worst-case RPO with the default schedule: 24 h + {seconds:.0f} s (one backup a day)"
     )
 
@@ -279,3 +300,39 @@ def test_restore_after_volumes_are_gone(case: Case, target: Target, url: str, co
         f"{len(rows)} rows and counter {visits} back; next `/` gave visit {after.body['visits']}, "
         f"row {after.body['row_id']}; converge {conv.seconds:.0f} s, restore playbook {res.seconds:.0f} s"
     )
+
+
+def test_reboot_during_restore(case: Case, target: Target, url: str, controller: Path) -> None:
+    """29. Reboot in the middle of a restore: after boot the stack serves, no Ansible run."""
+    (name,) = json.loads(target.sh("prodstack-backup", "list", "--json"))[-1:]
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    argv = [
+        "ansible-playbook", "-i", inventory, str(REPO / "playbooks" / "restore.yml"),
+        "-e", f"backup={name}", "-e", f"stack_backup_controller_dir={controller}",
+    ]  # fmt: skip
+    play = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The app is stopped and held, NGINX in maintenance: the restore's data phase.
+        wait_for(lambda: get(url + "/").status == 503 and not target.app_ready(), 300, 0.5)
+        play.kill()  # the controller loses the host with the reboot
+        healthy, answered = target.reboot(url)
+    finally:
+        play.kill()
+        play.wait(30)
+    after = get(url + "/")
+    maintenance = target.sh("ls", "/etc/prodstack/nginx/conf.d/", check=False)
+    again = playbook("restore.yml", controller, "-e", f"backup={name}")
+    case.done = (
+        f"`docker restart` of the target while playbooks/restore.yml restores {name} (app stopped, 503)"
+    )
+    case.expected = (
+        "after boot every container that should run is healthy and `/` is 200 (no maintenance left), "
+        "no Ansible; the restore run again succeeds"
+    )
+    case.measured = (
+        f"serving {healthy:.0f} s, `/` 200 {answered:.0f} s after the reboot; restore again: rc={again.rc} "
+        f"in {again.seconds:.0f} s"
+    )
+    assert after.ok, after
+    assert ".maintenance" not in maintenance
+    assert again.rc == 0, again.output[-3000:]

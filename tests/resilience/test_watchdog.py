@@ -10,13 +10,11 @@ target, with a CPU hog beside them.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
-from typing import Any
 
-from reslib import REPO, WATCHDOG, Case, Target, Traffic, converge, get, run, summary, wait_for
+from reslib import REPO, Case, Target, Traffic, converge, get, summary, wait_for
 
 SLOW_SECONDS = float(os.environ.get("RESILIENCE_SLOW_SECONDS", "120"))
 SLOW_CPUS = os.environ.get("RESILIENCE_SLOW_CPUS", "0.1")
@@ -33,33 +31,9 @@ def started(target: Target) -> dict[str, str]:
     return {name: target.inspect(name)["State"]["StartedAt"] for name in stack(target)}
 
 
-def watchdog_status(target: Target) -> dict[str, dict[str, Any]]:
-    rows = json.loads(target.sh(WATCHDOG, "status", "--json"))
-    return {str(row["name"]): row for row in rows}
-
-
 def journal_since(target: Target, since: float) -> list[str]:
     out = target.sh("journalctl", "-u", "prodstack-watchdog", "-o", "cat", "--since", f"@{int(since)}")
     return [line for line in out.splitlines() if line.strip()]
-
-
-def serving(target: Target) -> bool:
-    """Every stack container that should run (not held on purpose) runs healthy, one per role at least."""
-    rows = [r for r in watchdog_status(target).values() if r["held"] is None]
-    roles = {r["role"] for r in rows}
-    return roles >= {"postgres", "redis", "app", "nginx"} and all(
-        r["state"] == "running" and r["health"] == "healthy" for r in rows
-    )
-
-
-def reboot_and_measure(target: Target, url: str) -> tuple[float, float]:
-    """`docker restart` of the target; seconds until the stack is serving, and until `/` is 200."""
-    start = time.monotonic()
-    run(["docker", "restart", target.name], timeout=180)
-    wait_for(lambda: serving(target), 300, 1.0)
-    healthy = time.monotonic() - start
-    wait_for(lambda: get(url + "/").ok, 120)
-    return healthy, time.monotonic() - start
 
 
 def test_14_slow_host(case: Case, target: Target, url: str) -> None:
@@ -105,7 +79,7 @@ def test_14_slow_host(case: Case, target: Target, url: str) -> None:
     case.extra["watchdog_journal"] = journal[-20:]
     assert not acted, acted
     assert started(target) == before, "a stack container was restarted"
-    wait_for(lambda: serving(target), 180)
+    wait_for(target.serving, 180)
 
 
 def test_15_reboot_after_cut_restart(case: Case, target: Target, url: str) -> None:
@@ -116,7 +90,7 @@ def test_15_reboot_after_cut_restart(case: Case, target: Target, url: str) -> No
     # restart policy will not start it at boot), the start half never run.
     target.docker("stop", app)
     since = time.time()
-    healthy, answered = reboot_and_measure(target, url)
+    healthy, answered = target.reboot(url)
     journal = journal_since(target, since)
     started_by = [line for line in journal if app in line and "starting it" in line]
     after = get(url + "/").body or {}
@@ -128,7 +102,7 @@ def test_15_reboot_after_cut_restart(case: Case, target: Target, url: str) -> No
     )
     assert started_by, journal[-20:]
     assert int(after["visits"]) > visits
-    assert watchdog_status(target)[app]["held"] is None
+    assert target.watchdog_status()[app]["held"] is None
 
 
 def test_23_reboot_during_release(case: Case, target: Target, url: str) -> None:
@@ -145,7 +119,7 @@ def test_23_reboot_during_release(case: Case, target: Target, url: str) -> None:
         )
         # The controller is lost with the host: the run never gets to release its lock.
         play.kill()
-        healthy, answered = reboot_and_measure(target, url)
+        healthy, answered = target.reboot(url)
     finally:
         play.kill()
         play.wait(30)
