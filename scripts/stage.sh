@@ -18,7 +18,10 @@ rc=${PIPESTATUS[0]}
 used=$(($(date +%s) - start))
 if [ "$rc" -ne 0 ]; then
   echo "--- failed tests of stage $name (from $log):"
-  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(FAILED|ERROR) |^E +(assert|Assert|Failed|[A-Za-z]+Error)' | tail -40 || echo "(none reported by pytest)"
+  # pytest's short summary, without colours and Molecule's box margin, at most 80 lines.
+  sed 's/\x1b\[[0-9;]*m//g; s/^ *│ \{0,1\}//' "$log" |
+    awk '/short test summary info/ {on = 1} on {print} on && / [0-9]+ (passed|failed)/ {on = 0}' |
+    cut -c1-300 | tail -80
 fi
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
   echo "<== stage $name: OVER BUDGET after ${used}s of ${budget}s"
