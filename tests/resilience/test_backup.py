@@ -336,3 +336,59 @@ def test_reboot_during_restore(case: Case, target: Target, url: str, controller:
     assert after.ok, after
     assert ".maintenance" not in maintenance
     assert again.rc == 0, again.output[-3000:]
+
+
+def test_offsite_push_over_ssh(case: Case, target: Target) -> None:
+    """30. Off-host copy: each scheduled run pushes its backup with rsync over SSH; a remote it cannot
+    reach fails the unit with rsync's reason and keeps the backup on the host."""
+    install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server rsync >/dev/null"
+    target.sh("sh", "-c", install, timeout=300)
+    # The remote: the target's own sshd on loopback, root's key authorized, its host key known.
+    target.sh(
+        "sh", "-c",
+        "set -e; mkdir -p /root/.ssh /srv/offsite; chmod 700 /root/.ssh; "
+        "[ -f /root/.ssh/id_ed25519 ] || ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519; "
+        "cat /root/.ssh/id_ed25519.pub >> /root/.ssh/authorized_keys; "
+        "systemctl start ssh; ssh-keyscan -t ed25519 127.0.0.1 >> /root/.ssh/known_hosts 2>/dev/null",
+    )  # fmt: skip
+    original = target.sh("cat", "/etc/prodstack/backup.json")
+    write = "cat > /etc/prodstack/backup.json <<'EOF'\n{}\nEOF"
+    res = converge("-e", "stack_backup_rsync_target=root@127.0.0.1:/srv/offsite")
+    try:
+        assert res.rc == 0, res.output[-3000:]
+        run = backup_now(target)
+        name, host = str(run["name"]), target.sh("hostname").strip()
+        sums = "cd {}/{} && sha256sum * | sort"
+        here = target.sh("sh", "-c", sums.format(BACKUPS, name))
+        there = target.sh("sh", "-c", sums.format(f"/srv/offsite/{host}", name))
+        assert here and here == there
+
+        config = json.loads(target.sh("cat", "/etc/prodstack/backup.json"))
+        unreachable = dict(
+            config, rsync_target="root@127.0.0.1:/srv/offsite", rsync_ssh="ssh -p 1 -o BatchMode=yes"
+        )
+        target.sh("sh", "-c", write.format(json.dumps(unreachable)))
+        try:
+            target.sh("systemctl", "start", "prodstack-backup.service", check=False, timeout=600)
+            state = target.sh("systemctl", "is-failed", "prodstack-backup.service", check=False).strip()
+            journal = target.sh("journalctl", "-u", "prodstack-backup.service", "-n", "20", "-o", "cat")
+        finally:
+            target.sh("sh", "-c", write.format(json.dumps(config)))
+            target.sh("systemctl", "reset-failed", "prodstack-backup.service", check=False)
+        reason = next(line for line in reversed(journal.splitlines()) if "rsync of" in line)
+        kept = json.loads(target.sh("prodstack-backup", "list", "--json"))[-1]
+        assert state == "failed" and "stays on this host" in reason and kept != name
+    finally:
+        # The converged config without the remote (what site.yml writes by default).
+        target.sh("sh", "-c", write.format(original.strip()))
+        target.sh("sh", "-c", "systemctl stop ssh; rm -rf /srv/offsite", check=False)
+    case.done = (
+        "converge with stack_backup_rsync_target=root@127.0.0.1:/srv/offsite (the target's own sshd, "
+        "root's key); one scheduled run; then one with the remote's port closed"
+    )
+    case.expected = (
+        "the pushed copy has the same sha256 for every file; the unreachable remote fails the unit, "
+        "names rsync's reason, and the new backup stays on the host"
+    )
+    files = len(here.splitlines())
+    case.measured = f"{name} pushed to /srv/offsite/{host}/, {files} files identical; {reason.strip()[-160:]}"
