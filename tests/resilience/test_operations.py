@@ -1,5 +1,6 @@
 """Resilience cases on the operator's own actions: a converge under traffic (8), a converge
-with bad inventory that must fail before changing anything (12).
+with bad inventory that must fail before changing anything (12), converges that must restart
+NGINX, Redis or PostgreSQL, and what that costs clients (31).
 
 Run by `molecule test -s resilience` on a converged target; knobs, helpers and the report
 are in reslib.py.
@@ -104,4 +105,58 @@ def test_12_bad_inventory(case: Case, target: Target, url: str) -> None:
     case.expected = "each fails in the preflight naming the variable/conflict; changed=0; stack untouched"
     case.measured = "; ".join(sorted(results)) + f"; containers untouched: {untouched}"
     assert untouched
+    assert not problems, problems
+
+
+# A change each service's container cannot take in place (Docker cannot update a health check):
+# the converge recreates that container, as a new image or config needing a restart would.
+RESTARTS = [
+    ("redis", ["-e", "redis_healthcheck_interval=11s"]),
+    ("postgres", ["-e", "postgres_healthcheck_interval=11s"]),
+    ("nginx", ["-e", "nginx_healthcheck_interval=11s"]),
+    ("all three back", []),
+]
+
+
+def test_31_restart_costs(case: Case, target: Target, url: str) -> None:
+    """31. What a restart of NGINX, Redis or PostgreSQL costs clients (a converge recreates it)."""
+    app = target.inspect(APP)["Id"]
+    rows: list[str] = []
+    problems: list[str] = []
+    for what, extra in RESTARTS:
+        with Traffic(url + "/", rate=20) as t:
+            time.sleep(2)
+            start = time.time()
+            play = converge(*extra)
+            t.wait_ok(time.time(), count=10, timeout=60)
+            window = t.between(start)
+        failed = [r for r in window if not r.ok]
+        kinds = {
+            "app 503": sum(
+                1 for r in failed if r.status == 503 and r.body and r.body.get("service") != "nginx"
+            ),
+            "nginx 502": sum(1 for r in failed if r.status == 502),
+            "refused/timeout": sum(1 for r in failed if r.status == 0),
+        }
+        other = len(failed) - sum(kinds.values())
+        span = failed[-1].sent + failed[-1].latency - failed[0].sent if failed else 0.0
+        rows.append(
+            f"{what}: converge {play.seconds:.0f} s, {len(failed)} of {len(window)} failed over {span:.1f} s "
+            f"({', '.join(f'{k} {v}' for k, v in kinds.items() if v) or 'none'})"
+        )
+        if play.rc != 0:
+            problems.append(f"{what}: converge rc={play.rc}: {play.output[-2000:]}")
+        # A dependency's restart is the app's JSON 503, never a crash; NGINX's is refused connections.
+        if other or (what in ("redis", "postgres") and kinds["refused/timeout"]):
+            problems.append(f"{what}: unexpected failures {summary(failed)}")
+    case.done = (
+        "converges under 20 req/s that recreate Redis, then PostgreSQL, then NGINX (a health-check "
+        "interval changed: Docker cannot apply it in place), then all three back to the defaults"
+    )
+    case.expected = (
+        "Redis/PostgreSQL: only the app's JSON 503 while they restart, the app never restarted; NGINX: "
+        "refused connections for the seconds its container is replaced; `/` 200 after each"
+    )
+    case.measured = "; ".join(rows)
+    assert target.inspect(APP)["Id"] == app, "the app was recreated"
     assert not problems, problems
