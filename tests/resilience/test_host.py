@@ -11,6 +11,7 @@ import time
 
 from reslib import (
     APP,
+    NGINX,
     RATE,
     STACK,
     Case,
@@ -80,10 +81,22 @@ def test_07_dockerd_restart(case: Case, target: Target, url: str) -> None:
 
     wait_for(lambda: probed_now() == stalled, 120, 5)
     probed = probed_now()
+    # What failed, and why: refused connections (the published port's rules, rebuilt by the
+    # restarting dockerd) or NGINX's 502 (its per-request lookup of the release's name goes to
+    # Docker's embedded DNS, which is down with dockerd).
+    failed = [r for r in window if not r.ok]
+    refused = sum(1 for r in failed if r.status == 0)
+    nginx_log = target.docker("logs", "--since", str(int(start)), NGINX, check=False)
+    unresolved = nginx_log.count("could not be resolved")
+    why = (
+        f"failed: {refused} refused or timed out, {sum(1 for r in failed if r.status == 502)} NGINX 502 "
+        f"({unresolved} NGINX lookups failed with the embedded DNS down), "
+        f"{len(failed) - refused - sum(1 for r in failed if r.status == 502)} other"
+    )
     case.done = f"`systemctl restart docker` on the target under {RATE:.0f} req/s (live-restore on)"
     case.expected = "containers keep running (same IDs, same start time); failures reported"
     case.measured = (
-        f"dockerd restart {took:.1f} s; {summary(window)}; containers kept: "
+        f"dockerd restart {took:.1f} s; {summary(window)}; {why}; containers kept: "
         f"{target.identity() == ids}; healthchecks stalled since the restart: "
         f"{', '.join(stalled) or 'none'}; probed by the watchdog instead: "
         f"{', '.join(probed) or 'none'}"
