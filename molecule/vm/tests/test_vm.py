@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
@@ -37,8 +38,9 @@ def connects(host: Any, ip: str, port: int) -> bool:
 
 
 def stack(host: Any) -> dict[str, dict[str, Any]]:
-    """Every labelled stack container by its role label, inspected."""
-    names = host.check_output("docker ps -a --filter label=prodstack.role --format '{{.Names}}'").split()
+    """Every running labelled stack container by its role label, inspected (a release that was
+    replaced stays as a stopped container, held: not part of the serving stack)."""
+    names = host.check_output("docker ps --filter label=prodstack.role --format '{{.Names}}'").split()
     found = [inspect(host, "container", n) for n in names]
     return {c["Config"]["Labels"]["prodstack.role"]: c for c in found}
 
@@ -154,6 +156,59 @@ def test_reboot_brings_the_stack_back_healthy_with_its_data(
     # The counter (Redis, AOF) and the table (PostgreSQL) went on from where they were.
     assert after["visits"] > before["visits"] and after["row_id"] > before["row_id"], (before, after)
     assert_steady(host, STEADY_SECONDS)
+
+
+def reboot_and_wait(host: Any, address: str, metric: str) -> float:
+    """Reboot the VM (Ansible's reboot module: waits for SSH), then until the stack serves."""
+    start = time.monotonic()
+    result = host.ansible(
+        "ansible.builtin.reboot", f"reboot_timeout={REBOOT_TIMEOUT}", check=False, become=True
+    )
+    assert result.get("rebooted") is True, result
+    while not healthy(host, address):
+        assert time.monotonic() - start < REBOOT_TIMEOUT, f"not serving {REBOOT_TIMEOUT} s after the reboot"
+        time.sleep(5)
+    took = time.monotonic() - start
+    record(metric, took)
+    return took
+
+
+def test_reboot_right_after_a_cut_watchdog_restart(host: Any, published: Callable[[str], str]) -> None:
+    """What a reboot in the middle of the watchdog's `docker restart` leaves: the app stopped on
+    request (so `unless-stopped` will not start it) and not held. After boot it must serve."""
+    address = published("8080/tcp")
+    app = stack(host)["app"]["Name"].lstrip("/")
+    host.run_expect([0], f"docker stop -t 1 {app}")
+    reboot_and_wait(host, address, "reboot_after_cut_restart_to_serving")
+    journal = host.run("journalctl -u prodstack-watchdog -b --no-pager -o cat").stdout
+    assert [line for line in journal.splitlines() if app in line and "starting it" in line], journal[-2000:]
+
+
+def test_reboot_in_the_middle_of_a_release(host: Any, published: Callable[[str], str]) -> None:
+    """site.yml releases a new app (app_threads changed); the VM reboots while the new release's
+    gate runs, the controller's run lost with it. After boot the stack serves."""
+    address = published("8080/tcp")
+    live = stack(host)["app"]["Name"].lstrip("/")
+    project, env = ansible_env()
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    argv = ["ansible-playbook", "-i", inventory, str(project / "site.yml"), "-e", "app_threads=3"]
+    play = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + REBOOT_TIMEOUT
+        fmt = "{{.Names}}"
+        while True:
+            running = host.check_output(
+                f"docker ps --filter label=prodstack.release --format '{fmt}'"
+            ).split()
+            if set(running) - {live}:
+                break
+            assert play.poll() is None, f"site.yml ended (rc {play.returncode}) before a new release started"
+            assert time.monotonic() < deadline, "no new release started"
+            time.sleep(3)
+    finally:
+        play.kill()
+        play.wait(60)
+    reboot_and_wait(host, address, "reboot_during_release_to_serving")
 
 
 @pytest.mark.parametrize("role", sorted(BACKEND_PORTS))
