@@ -67,6 +67,8 @@ BAD_INVENTORY: list[tuple[str, str, list[str], str]] = [
      "stack_images_build"),
     ("stack_resources", "volume map without redis", ["-e", '{"stack_resources_volumes": {"postgres": "x"}}'],
      "stack_resources_volumes"),
+    ("stack_resources", "subnet not a /24", ["-e", "stack_resources_subnet=10.9.0.0/16"],
+     "stack_resources_subnet"),
     ("postgres", "missing password", ["-e", '{"postgres_password": ""}'], "postgres_password"),
     ("redis", "missing password", ["-e", '{"redis_password": ""}'], "redis_password"),
     ("app", "string for an int", ["-e", "app_workers=many"], "app_workers"),
