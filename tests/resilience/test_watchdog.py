@@ -2,7 +2,8 @@
 always comes back without a human.
 
 RESILIENCE_SLOW_SECONDS (default 120; 300 in the long form): how long the host stays slow.
-RESILIENCE_SLOW_CPUS (default 0.1): the CPU quota each stack container gets meanwhile. A
+RESILIENCE_SLOW_CPUS (default 0.2): the CPU quota each stack container gets meanwhile (0.1
+starved the app: nearly every request timed out, no longer a slow host but a stopped one). A
 quota on the target container would not slow the stack (the nested containers' cgroups sit
 beside the target's), so the quotas are set on the stack's own containers, inside the
 target, with a CPU hog beside them.
@@ -14,10 +15,10 @@ import os
 import subprocess
 import time
 
-from reslib import REPO, Case, Target, Traffic, converge, get, summary, wait_for
+from reslib import REPO, Case, Target, Traffic, converge, get, parse_time, pct, summary, wait_for
 
 SLOW_SECONDS = float(os.environ.get("RESILIENCE_SLOW_SECONDS", "120"))
-SLOW_CPUS = os.environ.get("RESILIENCE_SLOW_CPUS", "0.1")
+SLOW_CPUS = os.environ.get("RESILIENCE_SLOW_CPUS", "0.2")
 
 
 def stack(target: Target) -> dict[str, str]:
@@ -55,6 +56,12 @@ def test_14_slow_host(case: Case, target: Target, url: str) -> None:
             time.sleep(SLOW_SECONDS)
         responses = t.snapshot()
         load = target.sh("cat", "/proc/loadavg").split()[0]
+        # How slow the host made Docker's own health checks (Docker keeps the last five).
+        checks = [
+            parse_time(c["End"][:26] + "Z") - parse_time(c["Start"][:26] + "Z")
+            for name in names
+            for c in target.inspect(name).get("State", {}).get("Health", {}).get("Log", [])
+        ]
     finally:
         target.docker("rm", "-f", *hogs, check=False)
         for name in names:
@@ -68,17 +75,23 @@ def test_14_slow_host(case: Case, target: Target, url: str) -> None:
         f"{SLOW_SECONDS:.0f} s; 5 req/s on `/` (timeout 5 s)"
     )
     case.expected = (
-        "no watchdog restart; the stack keeps its containers (how the watchdog spares a check that "
+        "no watchdog restart; the stack keeps its containers and answers (at most 5% failed) "
+        "(how the watchdog spares a check that "
         "passes late, a data service that times out, and an overloaded host is proven one by one "
         "in tests/containers/test_watchdog.py)"
     )
     case.measured = (
-        f"{summary(responses)}; load at the end {load}; watchdog lines: {len(unhealthy_seen)} with a "
+        f"{summary(responses)}; load at the end {load}; Docker's last health checks took up to "
+        f"{max(checks, default=0):.1f} s (median {pct(checks, 50):.1f} s); "
+        f"watchdog lines: {len(unhealthy_seen)} with a "
         f"check Docker called failed, {len(spared)} spared (slow, or host overloaded), {len(acted)} restarts"
     )
     case.extra["watchdog_journal"] = journal[-20:]
     assert not acted, acted
     assert started(target) == before, "a stack container was restarted"
+    # Slow, not down: the stack keeps answering (a request may time out now and then).
+    failed = [r for r in responses if not r.ok]
+    assert len(failed) <= len(responses) // 20, summary(responses)
     wait_for(target.serving, 180)
 
 
