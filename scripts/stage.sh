@@ -22,6 +22,9 @@ if [ "$rc" -ne 0 ]; then
   sed 's/\x1b\[[0-9;]*m//g; s/^ *│ \{0,1\}//' "$log" |
     awk '/short test summary info/ {on = 1} on {print} on && / [0-9]+ (passed|failed)/ {on = 0}' |
     cut -c1-300 | tail -80
+  # And the last failed Ansible task in the log (a failed converge has no pytest summary).
+  echo "--- last failed Ansible task in $log:"
+  sed 's/\x1b\[[0-9;]*m//g; s/^ *│ \{0,1\}//' "$log" | grep -A8 '^fatal: \[' | cut -c1-300 | tail -24
 fi
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
   echo "<== stage $name: OVER BUDGET after ${used}s of ${budget}s"
