@@ -190,6 +190,7 @@ def test_reboot_in_the_middle_of_a_release(host: Any, published: Callable[[str],
     address = published("8080/tcp")
     live = stack(host)["app"]["Name"].lstrip("/")
     project, env = ansible_env()
+    env = dict(env, ANSIBLE_TIMEOUT="120")  # as the scenario's provisioner: a TCG VM is slow over SSH
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     argv = ["ansible-playbook", "-i", inventory, str(project / "site.yml"), "-e", "app_threads=3"]
     play = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
