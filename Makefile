@@ -129,6 +129,11 @@ resilience: venv targets
 # builds run side by side: the Molecule and failure stages assert timings and run alone.
 # `make test-full` runs everything at full length.
 #
+# Over the slice today: the resilience stage has 31 cases on one target (faults, watchdog,
+# releases, backups, restart costs) and took close to 3000 s in the last run, so its budget
+# is 3600 s and `make test` can take about 65 minutes, over the 60 wanted (still inside CI's
+# 90). Trimming it (cases that prove the same thing twice, shorter waits) is open work.
+#
 # Soak and outages: the soak is cut to 120 s in `make test` (Redis restarted at 60 s, and
 # errors must still stay inside the 30 s after it); the outage stays at 30 s in both tiers,
 # because the app's liveness check needs 3 failures 10 s apart before Docker marks it
@@ -138,11 +143,11 @@ resilience: venv targets
 # scenario runs on Debian 12 in `make test` and on 12 and 13 in `make test-full`: one after
 # the other they took 22 minutes together, more than `make test` has room for.
 test: TIER_ENV := RESILIENCE_OUTAGE=30 RESILIENCE_SOAK_SECONDS=120 RESILIENCE_SLOW_SECONDS=120
-test: RESILIENCE_BUDGET := 3000
+test: RESILIENCE_BUDGET := 3600
 test: MOLECULE_RELEASES := bookworm
 test: MOLECULE_BUDGET := 900
 test-full: TIER_ENV := RESILIENCE_OUTAGE=30 RESILIENCE_SOAK_SECONDS=300 RESILIENCE_SLOW_SECONDS=300
-test-full: RESILIENCE_BUDGET := 3600
+test-full: RESILIENCE_BUDGET := 4200
 test-full: MOLECULE_RELEASES := bookworm trixie
 test-full: MOLECULE_BUDGET := 1800
 # The real QEMU VM (issue: a converge under TCG took 24 minutes on a loaded machine, and the
