@@ -10,7 +10,6 @@ Env:  PST_BASE_IMAGE  base image for every build (default prodstack/debian:bookw
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import ipaddress
 import json
@@ -356,37 +355,6 @@ class Stack:
             if len(fields) >= 2 and int(fields[1]) == master:
                 children.append(int(pid))
         return master, sorted(children)
-
-    @contextlib.contextmanager
-    def extra_nginx(self, suffix: str, files: dict[str, str]) -> Iterator[tuple[str, str, Path]]:
-        """A second NGINX of the stack's image, on the stack's network with its own loopback
-        port, serving conf.d = `files` (name -> text) mounted read-only as the role mounts it.
-        Yields (container name, base URL, the conf.d directory); removed afterwards."""
-        conf_dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-{suffix}-"))
-        for name, text in files.items():
-            (conf_dir / name).write_text(text)
-            (conf_dir / name).chmod(0o644)
-        conf_dir.chmod(0o755)
-        name = f"{self.prefix}-nginx-{suffix}"
-        try:
-            docker(
-                "run", "-d", "--init", "--name", name, "--network", self.net, "-p", "127.0.0.1::8080",
-                "-v", f"{conf_dir}:/etc/nginx/conf.d:ro", self.images["nginx"],
-            )  # fmt: skip
-            port = docker("port", name, "8080/tcp").stdout.split()[0].rpartition(":")[2]
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    requests.get(f"{base}/health", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    assert time.monotonic() < deadline, f"NGINX {name} did not start"
-                    time.sleep(0.2)
-            yield name, base, conf_dir
-        finally:
-            docker("rm", "-fv", name, check=False)
-            shutil.rmtree(conf_dir, ignore_errors=True)
 
     def health_log(self, name: str) -> str:
         st = self.inspect(name)["State"]

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from conftest import REPO, Stack, load_script
+from nginx_extra import extra_nginx
 
 pytestmark = pytest.mark.containers
 
@@ -25,7 +26,7 @@ def rendered_with_limits() -> str:
 
 
 def test_rate_limit_answers_json_429(stack: Stack) -> None:
-    with stack.extra_nginx("limits", {"default.conf": rendered_with_limits()}) as (_, base, _dir):
+    with extra_nginx(stack, "limits", {"default.conf": rendered_with_limits()}) as (_, base, _dir):
         url = f"{base}/"  # proxied to the stack's app; /health is answered before limits apply
         time.sleep(1.5)  # let the bucket refill after the start-up probe
         # 20 at once: far over 1 r/s with a burst of 2, however slow this machine is.

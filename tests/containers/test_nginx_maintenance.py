@@ -10,6 +10,7 @@ import time
 import pytest
 import requests
 from conftest import REPO, Stack, docker
+from nginx_extra import extra_nginx
 
 pytestmark = pytest.mark.containers
 
@@ -19,7 +20,7 @@ def test_maintenance_answers_json_503(stack: Stack) -> None:
         "default.conf": (REPO / "nginx" / "default.conf").read_text(),
         "app-release.inc.maintenance": 'set $prodstack_maintenance "restore";\n',
     }
-    with stack.extra_nginx("maintenance", files) as (name, base, conf_dir):
+    with extra_nginx(stack, "maintenance", files) as (name, base, conf_dir):
         for path in ("/", "/app-health"):
             r = requests.get(base + path, timeout=2)
             assert r.status_code == 503, (path, r.status_code, r.text)
