@@ -34,6 +34,7 @@ from reslib import (
 )
 
 BACKUPS = "/var/backups/prodstack"
+CONFIG = "/etc/prodstack/backup.json"
 REDIS_CLI = (
     'REDISCLI_AUTH=$(cat "$REDIS_PASSWORD_FILE"); export REDISCLI_AUTH; '
     'exec redis-cli --no-auth-warning -h 127.0.0.1 "$@"'
@@ -66,6 +67,16 @@ def backup_now(target: Target) -> dict[str, Any]:
     """One run of the scheduled unit; its result as recorded on the host."""
     target.sh("systemctl", "start", "prodstack-backup.service", timeout=600)
     return dict(json.loads(target.sh("cat", f"{BACKUPS}/last-run.json")))
+
+
+def backup_config(target: Target) -> dict[str, Any]:
+    """The backup unit's settings on the host (written by the role from its variables)."""
+    return dict(json.loads(target.sh("cat", CONFIG)))
+
+
+def write_backup_config(target: Target, text: str) -> None:
+    """Replace the backup unit's settings file (a case changes one setting, then puts it back)."""
+    target.sh("sh", "-c", f"cat > {CONFIG} <<'EOF'\n{text}\nEOF")
 
 
 def manifest(target: Target, name: str) -> dict[str, Any]:
@@ -176,13 +187,12 @@ def test_encrypted_backup_wrong_key_refused(case: Case, target: Target, controll
         target.sh("sh", "-c", f"umask 077; rm -f /root/{key}.age; age-keygen -o /root/{key}.age 2>/dev/null")
         keys[key] = target.sh("grep", "AGE-SECRET-KEY", f"/root/{key}.age").strip()
     recipient = target.sh("age-keygen", "-y", "/root/right.age").strip()
-    config = json.loads(target.sh("cat", "/etc/prodstack/backup.json"))
-    write = "cat > /etc/prodstack/backup.json <<'EOF'\n{}\nEOF"
-    target.sh("sh", "-c", write.format(json.dumps(dict(config, recipient=recipient))))
+    config = backup_config(target)
+    write_backup_config(target, json.dumps(dict(config, recipient=recipient)))
     try:
         name = str(backup_now(target)["name"])
     finally:
-        target.sh("sh", "-c", write.format(json.dumps(config)))
+        write_backup_config(target, json.dumps(config))
     files = sorted(manifest(target, name)["files"])
     assert files == ["globals.sql.age", "postgres.dump.age", "redis.rdb.age"]
     assert not target.sh("sh", "-c", f"ls {BACKUPS}/{name} | grep -v -e '.age$' -e '^manifest'", check=False)
@@ -222,9 +232,8 @@ def test_retention_and_failed_run(case: Case, target: Target) -> None:
     kept = lib.retained([lib.when(n) for n in everything], 7, 4)
     assert {lib.when(n) for n in left} == kept and left[-1] == runs[-1]
 
-    config = json.loads(target.sh("cat", "/etc/prodstack/backup.json"))
-    broken = dict(config, database="nosuchdb")
-    target.sh("sh", "-c", f"cat > /etc/prodstack/backup.json <<'EOF'\n{json.dumps(broken)}\nEOF")
+    config = backup_config(target)
+    write_backup_config(target, json.dumps(dict(config, database="nosuchdb")))
     try:
         rc = target.sh("sh", "-c", "systemctl start prodstack-backup.service; echo $?", check=False).strip()
         state = target.sh("systemctl", "is-failed", "prodstack-backup.service", check=False).strip()
@@ -232,7 +241,7 @@ def test_retention_and_failed_run(case: Case, target: Target) -> None:
             "journalctl", "-u", "prodstack-backup.service", "-n", "20", "-o", "cat", "--no-pager"
         )
     finally:
-        target.sh("sh", "-c", f"cat > /etc/prodstack/backup.json <<'EOF'\n{json.dumps(config)}\nEOF")
+        write_backup_config(target, json.dumps(config))
         target.sh("systemctl", "reset-failed", "prodstack-backup.service", check=False)
     reason = next(line for line in reversed(journal.splitlines()) if "error:" in line)
     assert rc != "0" and state == "failed" and "nosuchdb" in reason
@@ -356,8 +365,7 @@ def test_offsite_push_over_ssh(case: Case, target: Target) -> None:
         "chown -R offsite: ~offsite/.ssh /srv/offsite; "
         "systemctl start ssh; ssh-keyscan -t ed25519 127.0.0.1 >> /root/.ssh/known_hosts 2>/dev/null",
     )  # fmt: skip
-    original = target.sh("cat", "/etc/prodstack/backup.json")
-    write = "cat > /etc/prodstack/backup.json <<'EOF'\n{}\nEOF"
+    original = target.sh("cat", CONFIG)
     res = converge("-e", "stack_backup_rsync_target=offsite@127.0.0.1:/srv/offsite")
     try:
         assert res.rc == 0, res.output[-3000:]
@@ -368,24 +376,24 @@ def test_offsite_push_over_ssh(case: Case, target: Target) -> None:
         there = target.sh("sh", "-c", sums.format(f"/srv/offsite/{host}", name))
         assert here and here == there
 
-        config = json.loads(target.sh("cat", "/etc/prodstack/backup.json"))
+        config = backup_config(target)
         unreachable = dict(
             config, rsync_target="offsite@127.0.0.1:/srv/offsite", rsync_ssh="ssh -p 1 -o BatchMode=yes"
         )
-        target.sh("sh", "-c", write.format(json.dumps(unreachable)))
+        write_backup_config(target, json.dumps(unreachable))
         try:
             target.sh("systemctl", "start", "prodstack-backup.service", check=False, timeout=600)
             state = target.sh("systemctl", "is-failed", "prodstack-backup.service", check=False).strip()
             journal = target.sh("journalctl", "-u", "prodstack-backup.service", "-n", "20", "-o", "cat")
         finally:
-            target.sh("sh", "-c", write.format(json.dumps(config)))
+            write_backup_config(target, json.dumps(config))
             target.sh("systemctl", "reset-failed", "prodstack-backup.service", check=False)
         reason = next(line for line in reversed(journal.splitlines()) if "rsync of" in line)
         kept = json.loads(target.sh("prodstack-backup", "list", "--json"))[-1]
         assert state == "failed" and "stays on this host" in reason and kept != name
     finally:
         # The converged config without the remote (what site.yml writes by default).
-        target.sh("sh", "-c", write.format(original.strip()))
+        write_backup_config(target, original.strip())
         target.sh("sh", "-c", "systemctl stop ssh; rm -rf /srv/offsite", check=False)
     case.done = (
         "converge with stack_backup_rsync_target=offsite@127.0.0.1:/srv/offsite (the target's own "
