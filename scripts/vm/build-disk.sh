@@ -97,7 +97,9 @@ rm -f "$root"/var/log/*.log
 cp "$root/boot/vmlinuz-"* "$work/vmlinuz"
 cp "$root/boot/initrd.img-"* "$work/initrd.img"
 echo "build-disk: mkfs.ext4 -d ($size, sparse)" >&2
-mkfs.ext4 -q -F -L prodstack-root -d "$root" "$work/disk.raw" "$size"
+# stdout carries only the disk's path (the caller reads it): mkfs says "Creating regular
+# file" there even with -q when the file does not exist yet.
+mkfs.ext4 -q -F -L prodstack-root -d "$root" "$work/disk.raw" "$size" >&2
 rm -rf "$root"
 echo $(($(date +%s) - start)) >"$work/build-seconds"
 mv "$work" "$out"
