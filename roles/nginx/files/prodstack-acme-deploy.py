@@ -79,7 +79,9 @@ def deploy(cfg: dict[str, Any], check: bool) -> str:
     found = docker("ps", "-q", "--filter", cfg["container_filter"], "--filter", "status=running")
     containers = found.stdout.split()
     if found.returncode != 0 or not containers:
-        return f"installed certificate {new[:16]} into {tls}; NGINX is not running (it reads it when it starts)"
+        return (
+            f"installed certificate {new[:16]} into {tls}; NGINX is not running (it reads it when it starts)"
+        )
     (container,) = containers[:1]
     tested = docker("exec", container, "nginx", "-t", "-q")
     if tested.returncode != 0:
@@ -93,12 +95,16 @@ def deploy(cfg: dict[str, Any], check: bool) -> str:
         )
     reloaded = docker("exec", container, "nginx", "-s", "reload")
     if reloaded.returncode != 0:
-        raise RuntimeError(f"installed certificate {new[:16]} but the reload failed: {reloaded.stderr.strip()}")
+        raise RuntimeError(
+            f"installed certificate {new[:16]} but the reload failed: {reloaded.stderr.strip()}"
+        )
     return f"installed certificate {new[:16]} into {tls} and reloaded NGINX ({container[:12]})"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=CONFIG)
     parser.add_argument("--check", action="store_true", help="say what would be done, change nothing")
     args = parser.parse_args(argv)
