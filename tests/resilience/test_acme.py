@@ -210,6 +210,8 @@ def test_acme_issue_and_serve(case: Case, target: Target, pebble: Pebble) -> Non
     started = time.time()
     res = converge("-e", pebble.vars())
     assert res.rc == 0, res.output[-3000:]
+    # The deploy hook's reload is asynchronous: NGINX's new workers serve the new certificate.
+    wait_for(lambda: bool(verified_names(port, pebble.root, DOMAINS[0])), 30)
     names = {d: verified_names(port, pebble.root, d) for d in DOMAINS}
     fetched = challenges_fetched(target, started - 5)
     key = target.sh("stat", "-c", "%u %g %a", TLS_KEY).split()
