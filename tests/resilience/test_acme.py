@@ -204,7 +204,7 @@ def challenges_fetched(target: Target, since: float) -> int:
 
 
 def test_acme_issue_and_serve(case: Case, target: Target, pebble: Pebble) -> None:
-    """32. Certificate by ACME: issued at converge through the running NGINX, served, kept across runs."""
+    """31. Certificate by ACME: issued at converge through the running NGINX, served, kept across runs."""
     port = published(target, "8443/tcp")
     assert not verified_names(port, pebble.root, DOMAINS[0])  # the self-signed one serves first
     started = time.time()
@@ -244,7 +244,7 @@ def test_acme_issue_and_serve(case: Case, target: Target, pebble: Pebble) -> Non
 
 
 def test_acme_renewal_by_timer(case: Case, target: Target, pebble: Pebble) -> None:
-    """33. Renewal: the timer's unit renews a certificate that is due; NGINX reloads, no request fails."""
+    """32. Renewal: the timer's unit renews a certificate that is due; NGINX reloads, no request fails."""
     port = published(target, "8443/tcp")
     old = served(port)
     # pebble's certificates last 5 years: renewing within 10 years of expiry makes this one due.
@@ -287,7 +287,7 @@ def test_acme_renewal_by_timer(case: Case, target: Target, pebble: Pebble) -> No
 
 
 def test_acme_unmet_challenge(case: Case, target: Target, pebble: Pebble) -> None:
-    """34. A challenge the CA cannot meet fails the play with the CA's reason; the old certificate serves."""
+    """33. A challenge the CA cannot meet fails the play with the CA's reason; the old certificate serves."""
     req = urllib.request.Request(
         f"{pebble.dns_admin}/add-a",
         data=json.dumps({"host": f"{ELSEWHERE}.", "addresses": ["127.0.0.2"]}).encode(),

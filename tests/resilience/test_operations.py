@@ -1,6 +1,6 @@
 """Resilience cases on the operator's own actions: a converge under traffic (8), a converge
 with bad inventory that must fail before changing anything (12), converges that must restart
-NGINX, Redis or PostgreSQL, and what that costs clients (31).
+NGINX, Redis or PostgreSQL, and what that costs clients (34).
 
 Run by `molecule test -s resilience` on a converged target; knobs, helpers and the report
 are in reslib.py.
@@ -117,8 +117,8 @@ def test_12_bad_inventory(case: Case, target: Target, url: str) -> None:
 RESTARTS = ["redis", "postgres", "nginx"]
 
 
-def test_31_restart_costs(case: Case, target: Target, url: str) -> None:
-    """31. What a restart of NGINX, Redis or PostgreSQL costs clients (a converge recreates it)."""
+def test_34_restart_costs(case: Case, target: Target, url: str) -> None:
+    """34. What a restart of NGINX, Redis or PostgreSQL costs clients (a converge recreates it)."""
     app = target.inspect(APP)["Id"]
     rows: list[str] = []
     problems: list[str] = []
