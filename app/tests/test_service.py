@@ -106,8 +106,16 @@ def test_healthcheck_script(app: App) -> None:
     script = str(APP_DIR / "healthcheck.py")
     ok = subprocess.run([sys.executable, script], env={**os.environ, "APP_PORT": str(app.port)})
     assert ok.returncode == 0
-    bad = subprocess.run([sys.executable, script], env={**os.environ, "APP_PORT": str(free_port())})
+    port = free_port()
+    bad = subprocess.run(
+        [sys.executable, script],
+        env={**os.environ, "APP_PORT": str(port)},
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1
+    # Docker keeps this output in the health log: it must say what failed.
+    assert f"127.0.0.1:{port}/health" in bad.stdout and "refused" in bad.stdout.lower()
 
 
 def test_redis_down_then_recovers(app: App, redis_server: RedisServer) -> None:
