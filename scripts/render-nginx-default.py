@@ -20,6 +20,9 @@ TARGET = ROOT / "nginx" / "default.conf"
 def render(**overrides: object) -> str:
     """The template rendered with the role's defaults, TLS and limits off, then overrides."""
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    # nginx_app_port reads the app role's app_port (a template): its default here.
+    app_defaults = yaml.safe_load((ROOT / "roles" / "app" / "defaults" / "main.yml").read_text())
+    defaults["nginx_app_port"] = app_defaults["app_port"]
     defaults.update({"nginx_tls_enabled": False, "nginx_rate_limit_enabled": False, **overrides})
     env = jinja2.Environment(  # the options Ansible's template module uses
         loader=jinja2.FileSystemLoader(ROLE / "templates"),

@@ -116,7 +116,7 @@ def cutover(url: str, *extra: str, playbook: Path | None = None) -> Cutover:
 def build(target: Target, tag: str, *lines: str) -> None:
     """A variant of the live app image, built on the target (no context: FROM + RUN)."""
     image = target.inspect(APP)["Config"]["Image"]
-    dockerfile = "\n".join([f"FROM {image}", "USER root", *lines, "USER app", ""])
+    dockerfile = "\n".join([f"FROM {image}", "USER root", *lines, "USER 10001", ""])
     argv = ["docker", "exec", "-i", target.name, "docker", "build", "-q", "-t", tag, "-"]
     subprocess.run(argv, input=dockerfile, capture_output=True, text=True, timeout=300, check=True)
 

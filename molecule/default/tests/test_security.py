@@ -29,7 +29,7 @@ CONTAINER_UID = {
 def test_container_is_hardened(host: Any, name: str) -> None:
     c = inspect(host, "container", name)
     hc = c["HostConfig"]
-    assert c["Config"]["User"] in ("app", "proxy-nginx", "redis", "postgres")
+    assert c["Config"]["User"] in ("10001", "proxy-nginx", "redis", "postgres")
     assert host.check_output(f"docker exec {container_name(host, name)} id -u") == CONTAINER_UID[name]
     assert hc["ReadonlyRootfs"] is True
     assert set(hc["Tmpfs"]) == {"/tmp"}
