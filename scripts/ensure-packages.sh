@@ -2,10 +2,11 @@
 # Installs the Debian packages the tests and builds use on the controller, when missing:
 # debootstrap (offline base image), rsync, real redis-server and PostgreSQL for the app's
 # tests (started by the tests themselves on loopback), wrk for load, shellcheck for
-# `make lint`, pebble (the ACME test CA the certificate cases run on the machine). With
-# arguments, those packages instead (scripts/vm uses it for QEMU and the disk tools).
+# `make lint`, pebble (the ACME test CA the certificate cases run on the machine),
+# docker-registry (a TLS registry with htpasswd auth, for the app's registry pull test).
+# With arguments, those packages instead (scripts/vm uses it for QEMU and the disk tools).
 set -euo pipefail
-want=(debootstrap rsync redis-server postgresql wrk curl shellcheck pebble)
+want=(debootstrap rsync redis-server postgresql wrk curl shellcheck pebble docker-registry)
 (($#)) && want=("$@")
 missing=()
 for pkg in "${want[@]}"; do

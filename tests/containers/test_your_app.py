@@ -1,0 +1,228 @@
+"""Your own app behind the app contract: the notes example (examples/notes) deployed by the real
+app role with only the contract variables changed, replacing the demo through the release gate;
+the preflight refusing images that break the contract before anything changes; and the same
+app pulled from a TLS registry with htpasswd auth, pinned by digest.
+
+The role runs on localhost against this engine (yourapp_lib says what it writes and where).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import PREFIX, REPO, Stack, docker
+from nginx_extra import extra_nginx
+from yourapp_lib import NOTES_PORT, NOTES_UID, RoleRun, build, push, registry
+
+pytestmark = pytest.mark.containers
+NOTES = f"{PREFIX}/yourapp-notes:test"
+BAD_ROOT = f"{PREFIX}/yourapp-notes-root:test"
+BAD_NOHC = f"{PREFIX}/yourapp-notes-nohc:test"
+VARIANT = f"{PREFIX}/yourapp-notes-registry:test"
+TOKEN = secrets.token_urlsafe(16)
+# What the example's inventory file sets (examples/notes/group_vars/prodstack.yml), with the
+# image built here and the token of this run.
+NOTES_VARS: dict[str, Any] = {
+    "app_uid": NOTES_UID,
+    "app_port": NOTES_PORT,
+    "app_env": {"NOTES_TITLE": "yourapp notes", "NOTES_TOKEN_FILE": "/run/secrets/notes_token"},
+    "app_secrets": {"notes_token": TOKEN},
+}
+
+
+@pytest.fixture(scope="module")
+def role(stack: Stack, report: Callable[[str], None]) -> Iterator[RoleRun]:
+    listed = docker("ps", "-a", "--filter", "label=prodstack.role=app", "--format", "{{.Names}}")
+    others = listed.stdout.split()
+    if others:  # the role stops every running release it finds by this label
+        pytest.skip(f"containers labelled prodstack.role=app exist on this engine: {others}")
+    t0 = time.monotonic()
+    build(NOTES, context=REPO / "examples" / "notes")
+    build(BAD_ROOT, dockerfile=f"FROM {NOTES}\nUSER root\n")
+    build(BAD_NOHC, dockerfile=f"FROM {NOTES}\nHEALTHCHECK NONE\n")
+    report(f"yourapp: example images built in {time.monotonic() - t0:.1f} s")
+    default_conf = (REPO / "nginx" / "default.conf").read_text()
+    with extra_nginx(stack, "yourapp", {"default.conf": default_conf}) as (name, base, conf_dir):
+        run = RoleRun(stack, name, conf_dir, base)
+        run.images += [NOTES, BAD_ROOT, BAD_NOHC, VARIANT]
+        try:
+            yield run
+        finally:
+            run.cleanup()
+
+
+def untouched(role: RoleRun) -> None:
+    """Nothing the role changes exists: no release, no secret file, no release switch."""
+    assert role.releases() == []
+    assert list(role.secrets_dir.iterdir()) == []
+    assert not (role.conf_dir / "app-release.inc").exists()
+
+
+def test_preflight_refuses_an_image_running_as_root(role: RoleRun) -> None:
+    play = role.preflight(app_image=BAD_ROOT, **NOTES_VARS)
+    assert play.rc != 0, play.output[-2000:]
+    assert f"app_image: {BAD_ROOT} runs as USER 'root'" in play.output, play.output[-3000:]
+    assert "numeric non-root USER" in play.output
+    untouched(role)
+
+
+def test_preflight_refuses_an_image_without_healthcheck(role: RoleRun) -> None:
+    play = role.preflight(app_image=BAD_NOHC, **NOTES_VARS)
+    assert play.rc != 0, play.output[-2000:]
+    assert "declares no HEALTHCHECK and app_healthcheck_command is empty" in play.output, play.output[-3000:]
+    untouched(role)
+    # The role's healthcheck variable answers for the image: accepted.
+    ok = role.preflight(
+        app_image=BAD_NOHC,
+        app_healthcheck_command=["CMD", "python3", "/opt/notes/healthcheck.py"],
+        **NOTES_VARS,
+    )
+    assert ok.rc == 0, ok.output[-3000:]
+
+
+def test_preflight_refuses_a_build_folder_breaking_the_contract(role: RoleRun, tmp_path: Path) -> None:
+    """stack_images_app_build_dir: the Dockerfile is read on the controller, before any build."""
+    cases = {
+        "USER root": "runs as USER 'root'",
+        "USER notes": "runs as USER 'notes'",
+        f"USER {NOTES_UID}\nHEALTHCHECK NONE": "declares no HEALTHCHECK (none)",
+    }
+    for i, (lines, expected) in enumerate(cases.items()):
+        folder = tmp_path / f"app{i}"
+        folder.mkdir()
+        (folder / "Dockerfile").write_text(f"FROM {NOTES}\n{lines}\n")
+        play = role.preflight(
+            role="stack_images",
+            tasks_from="preflight_app",
+            stack_images_app_build_dir=str(folder),
+            **NOTES_VARS,
+        )
+        assert play.rc != 0, play.output[-2000:]
+        assert f"stack_images_app_build_dir: {folder}/Dockerfile" in play.output, play.output[-3000:]
+        assert expected in play.output, (lines, play.output[-3000:])
+    ok = role.preflight(
+        role="stack_images",
+        tasks_from="preflight_app",
+        stack_images_app_build_dir=str(REPO / "examples" / "notes"),
+        **NOTES_VARS,
+    )
+    assert ok.rc == 0, ok.output[-3000:]
+    untouched(role)
+
+
+@pytest.fixture(scope="module")
+def deployed(role: RoleRun, stack: Stack, report: Callable[[str], None]) -> dict[str, Any]:
+    """The demo deployed by the role, then the notes example by changing only its variables."""
+    t0 = time.monotonic()
+    demo = role.deploy(app_image=stack.images["app"])
+    assert demo.rc == 0, demo.output[-4000:]
+    demo_release = role.live_release()
+    t1 = time.monotonic()
+    notes = role.deploy(app_image=NOTES, **NOTES_VARS)
+    assert notes.rc == 0, notes.output[-4000:]
+    t2 = time.monotonic()
+    report(f"yourapp: demo release deployed in {t1 - t0:.1f} s, notes cut over in {t2 - t1:.1f} s")
+    return {"demo_release": demo_release, "notes_release": role.live_release()}
+
+
+def test_notes_replaces_the_demo(role: RoleRun, stack: Stack, deployed: dict[str, Any]) -> None:
+    release = deployed["notes_release"]
+    assert release != deployed["demo_release"]
+    name = f"{role.container_prefix}-{release}"
+    info = Stack.inspect(name)
+    assert info["Config"]["Image"] == NOTES
+    assert info["State"]["Health"]["Status"] == "healthy"
+    assert info["Config"]["User"] == str(NOTES_UID)
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    # Served through NGINX: the example's own answer, from the release the switch named.
+    base = role.base_url
+    resp = requests.get(f"{base}/", timeout=5)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"app": "notes", "title": "yourapp notes", "notes": 0}
+    assert resp.headers["X-Prodstack-Release"] == release
+    # The secret file is what the app uses: a write needs its token.
+    assert requests.put(f"{base}/notes/a", data="x", timeout=5).status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert requests.put(f"{base}/notes/a", data="hello", headers=auth, timeout=5).status_code == 200
+    assert requests.get(f"{base}/notes/a", timeout=5).json() == {"key": "a", "note": "hello"}
+    # The demo is gone: no container of the demo image runs as a release any more.
+    running = docker("ps", "--filter", "label=prodstack.role=app", "--format", "{{.Image}} {{.Names}}").stdout
+    assert [line.split()[1] for line in running.splitlines()] == [name], running
+    assert stack.images["app"] not in running
+
+
+def test_notes_secret_is_readable_only_by_its_uid(role: RoleRun, deployed: dict[str, Any]) -> None:
+    host_file = role.secrets_dir / "notes_token.app"
+    st = host_file.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (NOTES_UID, NOTES_UID, 0o400)
+    name = f"{role.container_prefix}-{deployed['notes_release']}"
+    inside = docker("exec", name, "stat", "-c", "%u %a", "/run/secrets/notes_token").stdout.split()
+    assert inside == [str(NOTES_UID), "400"]
+    assert docker("exec", name, "cat", "/run/secrets/notes_token").stdout.strip() == TOKEN
+    other = docker("exec", "-u", str(NOTES_UID + 1), name, "cat", "/run/secrets/notes_token", check=False)
+    assert other.returncode != 0 and "Permission denied" in other.stderr, other
+
+
+def test_a_second_converge_changes_nothing(role: RoleRun, deployed: dict[str, Any]) -> None:
+    again = role.deploy(app_image=NOTES, **NOTES_VARS)
+    assert again.rc == 0, again.output[-4000:]
+    assert again.recap_changed() == 0, again.output[-4000:]
+    assert role.live_release() == deployed["notes_release"]
+
+
+def test_registry_pull_pinned_by_digest(
+    role: RoleRun, deployed: dict[str, Any], tmp_path: Path, report: Callable[[str], None]
+) -> None:
+    """The app image from a registry (TLS, htpasswd), logged in with the role's variables and
+    pulled by digest on the target; a second run pulls nothing and changes nothing."""
+    build(VARIANT, dockerfile=f'FROM {NOTES}\nLABEL yourapp.variant="registry"\n')
+    user, password = "yourapp", secrets.token_urlsafe(12)
+    with registry(tmp_path / "registry", user, password) as (host, ca):
+        pinned = push(VARIANT, host, "yourapp/notes", user, password, tmp_path / "pusher")
+        role.images.append(pinned)
+        # Off the engine: the deploy must fetch it from the registry.
+        docker("rmi", "--no-prune", VARIANT, f"{host}/yourapp/notes:1")
+        assert docker("image", "inspect", pinned, check=False).returncode != 0
+        registry_vars = {
+            **NOTES_VARS,
+            "app_image": pinned,
+            "app_image_pull": True,
+            "app_registry": host,
+            "app_registry_username": user,
+            "app_registry_password": password,
+            "app_registry_ca_cert": ca,
+        }
+        certs = Path("/etc/docker/certs.d") / host
+        certs_parent_existed = certs.parent.exists()
+        try:
+            # A wrong password fails at the login, before any release changes.
+            bad = role.deploy(**{**registry_vars, "app_registry_password": "wrong"})
+            assert bad.rc != 0 and "Log in to the app's registry" in bad.output, bad.output[-3000:]
+            assert role.live_release() == deployed["notes_release"]
+            t0 = time.monotonic()
+            play = role.deploy(**registry_vars)
+            assert play.rc == 0, play.output[-4000:]
+            report(f"yourapp: registry image pulled by digest and cut over in {time.monotonic() - t0:.1f} s")
+            assert (certs / "ca.crt").read_text().strip() == ca.strip()
+            release = role.live_release()
+            assert release != deployed["notes_release"]
+            info = Stack.inspect(f"{role.container_prefix}-{release}")
+            assert info["Config"]["Image"] == pinned
+            assert info["Config"]["Labels"].get("yourapp.variant") == "registry"
+            assert requests.get(f"{role.base_url}/", timeout=5).json()["app"] == "notes"
+            again = role.deploy(**registry_vars)
+            assert again.rc == 0 and again.recap_changed() == 0, again.output[-4000:]
+        finally:
+            # The role wrote it for the registry of this test only.
+            if certs.is_dir():
+                for f in certs.iterdir():
+                    f.unlink()
+                certs.rmdir()
+            if not certs_parent_existed and certs.parent.is_dir() and not any(certs.parent.iterdir()):
+                certs.parent.rmdir()
