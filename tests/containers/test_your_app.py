@@ -177,21 +177,18 @@ def test_a_second_converge_changes_nothing(role: RoleRun, deployed: dict[str, An
 
 
 def test_registry_pull_pinned_by_digest(
-    role: RoleRun, deployed: dict[str, Any], tmp_path: Path, report: Callable[[str], None]
+    role: RoleRun, stack: Stack, deployed: dict[str, Any], tmp_path: Path, report: Callable[[str], None]
 ) -> None:
     """The app image from a registry (TLS, htpasswd), logged in with the role's variables and
     pulled by digest on the target; a second run pulls nothing and changes nothing."""
     build(VARIANT, dockerfile=f'FROM {NOTES}\nLABEL yourapp.variant="registry"\n')
     user, password = "yourapp", secrets.token_urlsafe(12)
-    with registry(tmp_path / "registry", user, password) as (host, ca):
-        pinned = push(VARIANT, host, "yourapp/notes", user, password, tmp_path / "pusher")
-        role.images.append(pinned)
-        # Off the engine: the deploy must fetch it from the registry.
-        docker("rmi", "--no-prune", VARIANT, f"{host}/yourapp/notes:1")
-        assert docker("image", "inspect", pinned, check=False).returncode != 0
+    assert stack.subnet is not None
+    gateway = str(next(stack.subnet.hosts()))  # Docker gives the bridge the subnet's first address
+    with registry(tmp_path / "registry", user, password, gateway) as (host, ca):
         registry_vars = {
             **NOTES_VARS,
-            "app_image": pinned,
+            "app_image": f"{host}/yourapp/notes:1",
             "app_image_pull": True,
             "app_registry": host,
             "app_registry_username": user,
@@ -201,15 +198,29 @@ def test_registry_pull_pinned_by_digest(
         certs = Path("/etc/docker/certs.d") / host
         certs_parent_existed = certs.parent.exists()
         try:
-            # A wrong password fails at the login, before any release changes.
-            bad = role.deploy(**{**registry_vars, "app_registry_password": "wrong"})
-            assert bad.rc != 0 and "Log in to the app's registry" in bad.output, bad.output[-3000:]
+            # Without the CA Docker refuses the registry; a wrong password fails the login.
+            # Both before any release changes, naming the cause.
+            no_ca = role.deploy(**{**registry_vars, "app_registry_ca_cert": ""})
+            assert no_ca.rc != 0, no_ca.output[-3000:]
+            assert "certificate signed by unknown authority" in no_ca.output, no_ca.output[-3000:]
+            wrong = f"wrong-{password}"
+            bad = role.deploy(**{**registry_vars, "app_registry_password": wrong})
+            assert bad.rc != 0, bad.output[-3000:]
+            named = "app_registry_username / app_registry_password: Logging into"
+            assert named in bad.output and wrong not in bad.output, bad.output[-3000:]
             assert role.live_release() == deployed["notes_release"]
+            # The role has made the engine trust the CA (the same engine pushes here).
+            assert (certs / "ca.crt").read_text().strip() == ca.strip()
+            pinned = push(VARIANT, host, "yourapp/notes", user, password, tmp_path / "pusher")
+            role.images.append(pinned)
+            # Off the engine: the deploy must fetch it from the registry.
+            docker("rmi", "--no-prune", VARIANT, f"{host}/yourapp/notes:1")
+            assert docker("image", "inspect", pinned, check=False).returncode != 0
+            registry_vars["app_image"] = pinned
             t0 = time.monotonic()
             play = role.deploy(**registry_vars)
             assert play.rc == 0, play.output[-4000:]
             report(f"yourapp: registry image pulled by digest and cut over in {time.monotonic() - t0:.1f} s")
-            assert (certs / "ca.crt").read_text().strip() == ca.strip()
             release = role.live_release()
             assert release != deployed["notes_release"]
             info = Stack.inspect(f"{role.container_prefix}-{release}")

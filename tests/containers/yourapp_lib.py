@@ -7,8 +7,8 @@ the machine or the engine changes. A second NGINX of the stack's image (nginx_ex
 proxy the release gate probes from and the switch reloads.
 
 The registry is Debian's `docker-registry` (scripts/ensure-packages.sh installs it) on a free
-loopback port, with TLS from a CA made here and htpasswd auth (the registry requires TLS for
-htpasswd).
+port of the test network's gateway address, with TLS from a CA made here and htpasswd auth
+(the registry requires TLS for htpasswd).
 """
 
 from __future__ import annotations
@@ -138,21 +138,23 @@ class RoleRun:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def free_port() -> int:
+def free_port(address: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
-def registry(workdir: Path, user: str, password: str) -> Iterator[tuple[str, str]]:
-    """Debian's docker-registry on 127.0.0.1:<free port>, TLS with a CA made here, htpasswd
-    auth. Yields (host:port, the CA's PEM); stopped and its files removed afterwards."""
+def registry(workdir: Path, user: str, password: str, address: str) -> Iterator[tuple[str, str]]:
+    """Debian's docker-registry on address:<free port>, TLS with a CA made here, htpasswd auth.
+    Not on loopback: Docker trusts any certificate of a registry on 127.0.0.0/8, so there the
+    CA would prove nothing; `address` is the gateway of the test's own network. Yields
+    (host:port, the CA's PEM); stopped afterwards."""
     if shutil.which("docker-registry") is None:
         raise RuntimeError("docker-registry is not installed (scripts/ensure-packages.sh installs it)")
     workdir.mkdir()
-    port = free_port()
-    host = f"127.0.0.1:{port}"
+    port = free_port(address)
+    host = f"{address}:{port}"
     ossl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
     subprocess.run(
         [*ossl, "-keyout", str(workdir / "ca.key"), "-out", str(workdir / "ca.crt"),
@@ -161,10 +163,10 @@ def registry(workdir: Path, user: str, password: str) -> Iterator[tuple[str, str
     )  # fmt: skip
     subprocess.run(
         ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(workdir / "tls.key"),
-         "-out", str(workdir / "tls.csr"), "-subj", "/CN=127.0.0.1"],
+         "-out", str(workdir / "tls.csr"), "-subj", f"/CN={address}"],
         check=True, capture_output=True,
     )  # fmt: skip
-    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    (workdir / "san.ext").write_text(f"subjectAltName=IP:{address}\n")
     subprocess.run(
         ["openssl", "x509", "-req", "-in", str(workdir / "tls.csr"), "-CA", str(workdir / "ca.crt"),
          "-CAkey", str(workdir / "ca.key"), "-CAcreateserial", "-days", "2",
