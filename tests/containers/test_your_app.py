@@ -211,6 +211,7 @@ def test_registry_pull_pinned_by_digest(
             assert role.live_release() == deployed["notes_release"]
             # The role has made the engine trust the CA (the same engine pushes here).
             assert (certs / "ca.crt").read_text().strip() == ca.strip()
+            role.images.append(f"{host}/yourapp/notes:1")  # removed also when the push fails
             pinned = push(VARIANT, host, "yourapp/notes", user, password, tmp_path / "pusher")
             role.images.append(pinned)
             # Off the engine: the deploy must fetch it from the registry.
