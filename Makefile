@@ -67,8 +67,8 @@ lint: venv packages
 	python3 scripts/render-nginx-default.py --check
 	python3 scripts/document-variables.py --check
 	ansible-lint
-	ruff check app tests molecule bench scripts roles
-	ruff format --check app tests molecule bench scripts roles
+	ruff check app tests molecule bench scripts roles examples
+	ruff format --check app tests molecule bench scripts roles examples
 	cd app && mypy --strict prodstack_app
 
 test-app: venv packages
