@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import PREFIX, REPO, Stack, docker
+from conftest import BASE_IMAGE, PREFIX, REPO, Stack, docker
 from nginx_extra import extra_nginx
-from yourapp_lib import NOTES_PORT, NOTES_UID, RoleRun, build, push, registry
+from yourapp_lib import NOTES_PORT, NOTES_UID, Play, RoleRun, build, push, registry
 
 pytestmark = pytest.mark.containers
 NOTES = f"{PREFIX}/yourapp-notes:test"
@@ -116,19 +116,51 @@ def test_preflight_refuses_a_build_folder_breaking_the_contract(role: RoleRun, t
     untouched(role)
 
 
+def build_with_stack_images(role: RoleRun) -> Play:
+    """The stack_images role as site.yml runs it, building the app from examples/notes."""
+    return role.run(
+        [{"ansible.builtin.include_role": {"name": "stack_images"}}],
+        {
+            "stack_images_build": ["app"],
+            "stack_images_app_build_dir": str(REPO / "examples" / "notes"),
+            "stack_images_repository": f"{PREFIX}-yourapp",
+            "stack_images_base_image": BASE_IMAGE,
+            "stack_images_archive_dir": str(role.root / "archives"),
+            "stack_images_target_dir": str(role.root / "load"),
+        },
+    )
+
+
 @pytest.fixture(scope="module")
 def deployed(role: RoleRun, stack: Stack, report: Callable[[str], None]) -> dict[str, Any]:
-    """The demo deployed by the role, then the notes example by changing only its variables."""
+    """The demo deployed by the role; then the notes example, built by stack_images from its
+    folder and deployed by changing only the contract variables."""
     t0 = time.monotonic()
     demo = role.deploy(app_image=stack.images["app"])
     assert demo.rc == 0, demo.output[-4000:]
     demo_release = role.live_release()
     t1 = time.monotonic()
-    notes = role.deploy(app_image=NOTES, **NOTES_VARS)
-    assert notes.rc == 0, notes.output[-4000:]
+    built = build_with_stack_images(role)
+    assert built.rc == 0, built.output[-4000:]
+    refs = docker("images", f"{PREFIX}-yourapp/app", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    role.images += refs
+    assert len(refs) == 1, refs
     t2 = time.monotonic()
-    report(f"yourapp: demo release deployed in {t1 - t0:.1f} s, notes cut over in {t2 - t1:.1f} s")
-    return {"demo_release": demo_release, "notes_release": role.live_release()}
+    notes = role.deploy(app_image=refs[0], **NOTES_VARS)
+    assert notes.rc == 0, notes.output[-4000:]
+    t3 = time.monotonic()
+    report(
+        f"yourapp: demo release deployed in {t1 - t0:.1f} s, notes built, shipped and loaded by "
+        f"stack_images in {t2 - t1:.1f} s, cut over in {t3 - t2:.1f} s"
+    )
+    return {"demo_release": demo_release, "notes_release": role.live_release(), "image": refs[0]}
+
+
+def test_stack_images_builds_the_folder_once(role: RoleRun, deployed: dict[str, Any]) -> None:
+    """The tag is a hash of the folder: a second run finds it and builds, ships nothing."""
+    assert deployed["image"].rsplit(":", 1)[1] != "latest"
+    again = build_with_stack_images(role)
+    assert again.rc == 0 and again.recap_changed() == 0, again.output[-4000:]
 
 
 def test_notes_replaces_the_demo(role: RoleRun, stack: Stack, deployed: dict[str, Any]) -> None:
@@ -136,7 +168,7 @@ def test_notes_replaces_the_demo(role: RoleRun, stack: Stack, deployed: dict[str
     assert release != deployed["demo_release"]
     name = f"{role.container_prefix}-{release}"
     info = Stack.inspect(name)
-    assert info["Config"]["Image"] == NOTES
+    assert info["Config"]["Image"] == deployed["image"]
     assert info["State"]["Health"]["Status"] == "healthy"
     assert info["Config"]["User"] == str(NOTES_UID)
     assert info["HostConfig"]["ReadonlyRootfs"] is True
@@ -170,7 +202,7 @@ def test_notes_secret_is_readable_only_by_its_uid(role: RoleRun, deployed: dict[
 
 
 def test_a_second_converge_changes_nothing(role: RoleRun, deployed: dict[str, Any]) -> None:
-    again = role.deploy(app_image=NOTES, **NOTES_VARS)
+    again = role.deploy(app_image=deployed["image"], **NOTES_VARS)
     assert again.rc == 0, again.output[-4000:]
     assert again.recap_changed() == 0, again.output[-4000:]
     assert role.live_release() == deployed["notes_release"]
