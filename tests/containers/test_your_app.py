@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from conftest import BASE_IMAGE, PREFIX, REPO, Stack, docker
 from nginx_extra import extra_nginx
-from yourapp_lib import NOTES_PORT, NOTES_UID, Play, RoleRun, build, push, registry
+from yourapp_lib import Play, RoleRun, build, push, registry
 
 pytestmark = pytest.mark.containers
 NOTES = f"{PREFIX}/yourapp-notes:test"
@@ -26,14 +27,16 @@ BAD_ROOT = f"{PREFIX}/yourapp-notes-root:test"
 BAD_NOHC = f"{PREFIX}/yourapp-notes-nohc:test"
 VARIANT = f"{PREFIX}/yourapp-notes-registry:test"
 TOKEN = secrets.token_urlsafe(16)
-# What the example's inventory file sets (examples/notes/group_vars/prodstack.yml), with the
-# image built here and the token of this run.
+EXAMPLE_VARS = REPO / "examples" / "notes" / "group_vars" / "prodstack.yml"
+# What the example's inventory file sets, with this run's token. Its build folder is
+# passed as a path here (stack_images builds it in `deployed`).
+_EXAMPLE: dict[str, Any] = yaml.safe_load(EXAMPLE_VARS.read_text())
 NOTES_VARS: dict[str, Any] = {
-    "app_uid": NOTES_UID,
-    "app_port": NOTES_PORT,
-    "app_env": {"NOTES_TITLE": "yourapp notes", "NOTES_TOKEN_FILE": "/run/secrets/notes_token"},
+    **{k: v for k, v in _EXAMPLE.items() if k != "stack_images_app_build_dir"},
     "app_secrets": {"notes_token": TOKEN},
 }
+TITLE = NOTES_VARS["app_env"]["NOTES_TITLE"]
+NOTES_UID = int(NOTES_VARS["app_uid"])
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +179,7 @@ def test_notes_replaces_the_demo(role: RoleRun, stack: Stack, deployed: dict[str
     base = role.base_url
     resp = requests.get(f"{base}/", timeout=5)
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"app": "notes", "title": "yourapp notes", "notes": 0}
+    assert resp.json() == {"app": "notes", "title": TITLE, "notes": 0}
     assert resp.headers["X-Prodstack-Release"] == release
     # The secret file is what the app uses: a write needs its token.
     assert requests.put(f"{base}/notes/a", data="x", timeout=5).status_code == 401

@@ -32,9 +32,6 @@ from typing import Any
 import requests
 from conftest import BASE_IMAGE, REPO, Stack, docker
 
-NOTES_UID = 10050
-NOTES_PORT = 8000
-
 
 def build(tag: str, context: Path | None = None, dockerfile: str | None = None) -> None:
     """docker build of a folder, or of a Dockerfile given as text (no context)."""
