@@ -129,10 +129,12 @@ resilience: venv targets
 # builds run side by side: the Molecule and failure stages assert timings and run alone.
 # `make test-full` runs everything at full length.
 #
-# Over the slice today: the resilience stage has 31 cases on one target (faults, watchdog,
-# releases, backups, restart costs) and took close to 3000 s in the last run, so its budget
-# is 3600 s and `make test` can take about 65 minutes, over the 60 wanted (still inside CI's
-# 90). Trimming it (cases that prove the same thing twice, shorter waits) is open work.
+# Over the slice today: the resilience stage has 34 cases on one target (faults, watchdog,
+# releases, backups, ACME, restart costs). With all of them it took 3055 s and `make test`
+# 60 min 45 s (fresh clone, 2026-11-26), so `make test` leaves out the cases marked
+# full_only (RESILIENCE_FULL=0): 8, a converge with nothing to change under traffic (the
+# release cases converge under traffic with changes), and 34, the restart costs the README
+# quotes (about 330 s together in that run). Its budget stays 3600 s.
 #
 # Soak and outages: the soak is cut to 120 s in `make test` (Redis restarted at 60 s, and
 # errors must still stay inside the 30 s after it); the outage stays at 30 s in both tiers,
@@ -142,7 +144,8 @@ resilience: venv targets
 # The slow host (case 14) lasts 120 s in `make test`, 300 s in `make test-full`. The default
 # scenario runs on Debian 12 in `make test` and on 12 and 13 in `make test-full`: one after
 # the other they took 22 minutes together, more than `make test` has room for.
-test: TIER_ENV := RESILIENCE_OUTAGE=30 RESILIENCE_SOAK_SECONDS=120 RESILIENCE_SLOW_SECONDS=120
+test: TIER_ENV := RESILIENCE_OUTAGE=30 RESILIENCE_SOAK_SECONDS=120 RESILIENCE_SLOW_SECONDS=120 \
+  RESILIENCE_FULL=0
 test: RESILIENCE_BUDGET := 3600
 test: MOLECULE_RELEASES := bookworm
 test: MOLECULE_BUDGET := 900
