@@ -31,9 +31,7 @@ def case_number(item: pytest.Item) -> float:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "full_only: a case `make test` leaves out (RESILIENCE_FULL=0)"
-    )
+    config.addinivalue_line("markers", "full_only: a case `make test` leaves out (RESILIENCE_FULL=0)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -294,11 +294,12 @@ def test_r7_nginx_reload(case: Case, target: Target, url: str, variants: None) -
         "-e",
         "nginx_rate_limit_enabled=true",
         "-e",
-        "nginx_rate_limit_per_second=500",
+        # wrk alone sends thousands of requests a second from the one loopback address.
+        "nginx_rate_limit_per_second=100000",
         "-e",
-        "nginx_rate_limit_burst=1000",
+        "nginx_rate_limit_burst=100000",
         "-e",
-        "nginx_connection_limit=200",
+        "nginx_connection_limit=1000",
     )
     case.done = "converge with `-e nginx_rate_limit_enabled=true` (limits far above the test's rate)"
     case.expected = "NGINX reloads (same container, new workers), same app release: 0 failed"
