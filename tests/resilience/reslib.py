@@ -203,10 +203,16 @@ class Target:
     def sql(self, query: str) -> str:
         return self.docker("exec", POSTGRES, "psql", "-h", "/tmp", "-d", "app", "-tAc", query).strip()
 
+    def mapping(self, port: str = "8080/tcp") -> str:
+        """ADDRESS:PORT on this machine's loopback where the target publishes its `port`."""
+        return run(["docker", "port", self.name, port]).stdout.split()[0]
+
+    def published(self, port: str) -> int:
+        return int(self.mapping(port).rpartition(":")[2])
+
     def url(self) -> str:
         """The target's port 8080 as published on this machine's loopback."""
-        mapping = run(["docker", "port", self.name, "8080/tcp"]).stdout.split()[0]
-        return f"http://{mapping}"
+        return f"http://{self.mapping()}"
 
 
 def parse_time(stamp: str) -> float:

@@ -73,11 +73,6 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def published(target: Target, port: str) -> int:
-    """The machine's loopback port the target publishes its `port` on."""
-    return int(run(["docker", "port", target.name, port]).stdout.split()[0].rpartition(":")[2])
-
-
 def make_ca(d: Path, ip: str) -> None:
     """A throwaway CA and, signed by it, the certificate of pebble's HTTPS for `ip`."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
@@ -106,7 +101,7 @@ def pebble(target: Target, url: str, tmp_path_factory: pytest.TempPathFactory) -
             "certificate": str(d / "wfe.pem"),
             "privateKey": str(d / "wfe.key"),
             "httpPort": int(url.rpartition(":")[2]),
-            "tlsPort": published(target, "8443/tcp"),
+            "tlsPort": target.published("8443/tcp"),
             "ocspResponderURL": "",
             "externalAccountBindingRequired": False,
         }
@@ -205,7 +200,7 @@ def challenges_fetched(target: Target, since: float) -> int:
 
 def test_acme_issue_and_serve(case: Case, target: Target, pebble: Pebble) -> None:
     """31. Certificate by ACME: issued at converge through the running NGINX, served, kept across runs."""
-    port = published(target, "8443/tcp")
+    port = target.published("8443/tcp")
     assert not verified_names(port, pebble.root, DOMAINS[0])  # the self-signed one serves first
     started = time.time()
     res = converge("-e", pebble.vars())
@@ -245,7 +240,7 @@ def test_acme_issue_and_serve(case: Case, target: Target, pebble: Pebble) -> Non
 
 def test_acme_renewal_by_timer(case: Case, target: Target, pebble: Pebble) -> None:
     """32. Renewal: the timer's unit renews a certificate that is due; NGINX reloads, no request fails."""
-    port = published(target, "8443/tcp")
+    port = target.published("8443/tcp")
     old = served(port)
     # pebble's certificates last 5 years: renewing within 10 years of expiry makes this one due.
     due = pebble.vars(nginx_tls_acme_renew_before_days=3650)
@@ -294,7 +289,7 @@ def test_acme_unmet_challenge(case: Case, target: Target, pebble: Pebble) -> Non
         method="POST",
     )
     urllib.request.urlopen(req, timeout=5).close()
-    port = published(target, "8443/tcp")
+    port = target.published("8443/tcp")
     old = served(port)
     before = target.identity()
     with TlsTraffic(f"https://127.0.0.1:{port}/", pebble.root) as traffic:
