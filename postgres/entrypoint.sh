@@ -51,4 +51,4 @@ SQL
 pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 
 exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories="$socket_dir" \
-  -c password_encryption=scram-sha-256 "$@"
+  -c password_encryption=scram-sha-256 -c jit=off "$@"
