@@ -119,8 +119,10 @@ prodstack:
       ansible_host: 127.0.0.1
       ansible_port: $VM_SSH_PORT
       ansible_ssh_private_key_file: $VM_KEY
-      # A throwaway VM with a fresh overlay each boot: no host key to pin.
+      # A throwaway VM with a fresh overlay each boot: no host key to pin (the variable
+      # for Mitogen, which does not read ssh's own options for this).
       ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+      ansible_host_key_checking: false
   vars:
     ansible_user: deploy
     ansible_become: true

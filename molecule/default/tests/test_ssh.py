@@ -48,6 +48,8 @@ def test_site_converges_over_ssh_with_become(host: Any, tmp_path: Path) -> None:
                             "ansible_become": True,
                             "ansible_ssh_private_key_file": str(key),
                             "ansible_ssh_common_args": " ".join(SSH_OPTS),
+                            # the same for Mitogen, which reads only this variable
+                            "ansible_host_key_checking": False,
                             "ansible_python_interpreter": "/usr/bin/python3",
                             # as in molecule.yml's inventory
                             "nginx_published_port": 8080,
