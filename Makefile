@@ -137,23 +137,24 @@ bench: venv engine packages
 	bench/run.sh
 
 # The timed failure tests at full length unless RESILIENCE_* say otherwise (`make test`
-# shortens the soak); write out/RESILIENCE.md (17 minutes in the last fresh-clone CI run).
+# shortens the soak); write out/RESILIENCE.md (29 minutes in the last fresh-clone `make test`).
 resilience: venv targets
 	scripts/molecule-test.sh resilience bookworm
 
 # Test tiers. Each stage runs under a time budget (seconds) and prints what it used.
-# `make test` is what CI runs and must finish within 60 of CI's 90 minutes on 2 cores, the
-# scenarios still to come included (slices: checks 5, containers 6, molecule 15, the shared
-# single-host target 22, a VM smoke run 10). Only lint, the app's tests and the image
-# builds run side by side: the Molecule and failure stages assert timings and run alone.
-# `make test-full` runs everything at full length.
+# `make test` is what CI runs and must finish within 60 of CI's 90 minutes on 2 cores.
+# Only lint, the app's tests, the image builds and the VM disk build run side by side: the
+# Molecule, VM and failure stages assert timings and run alone. `make test-full` runs
+# everything at full length.
 #
-# Over the slice today: the resilience stage has 34 cases on one target (faults, watchdog,
-# releases, backups, ACME, restart costs). With all of them it took 3055 s and `make test`
-# 60 min 45 s (fresh clone, 2026-11-26), so `make test` leaves out the cases marked
-# full_only (RESILIENCE_FULL=0): 8, a converge with nothing to change under traffic (the
-# release cases converge under traffic with changes), and 34, the restart costs the README
-# quotes (about 330 s together in that run). Its budget stays 3600 s.
+# Last fresh-clone `CI=true bash .ci/run` (2026-11-27, commit 4bbc50f, playbooks under
+# Mitogen): 50 min 44 s: checks 101 s (the VM disk's build; lint 23 s, app 22 s), containers
+# 184 s, molecule 155 s, vm 860 s (converge 366 s, verify 456 s), resilience 1711 s. The run
+# before Mitogen and without the VM took 3007 s (molecule 333 s, resilience about 2440 s).
+#
+# `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0): 8, a
+# converge with nothing to change under traffic (the release cases converge under traffic
+# with changes), and 34, the restart costs the README quotes.
 #
 # Soak and outages: the soak is cut to 120 s in `make test` (Redis restarted at 60 s, and
 # errors must still stay inside the 30 s after it); the outage stays at 30 s in both tiers,
@@ -161,8 +162,7 @@ resilience: venv targets
 # unhealthy: a shorter outage could not show that a dependency outage leaves the app alone.
 #
 # The slow host (case 14) lasts 120 s in `make test`, 300 s in `make test-full`. The default
-# scenario runs on Debian 12 in `make test` and on 12 and 13 in `make test-full`: one after
-# the other they took 22 minutes together, more than `make test` has room for.
+# scenario runs on Debian 12 in `make test` and on 12 and 13 in `make test-full`.
 test: TIER_ENV := RESILIENCE_OUTAGE=30 RESILIENCE_SOAK_SECONDS=120 RESILIENCE_SLOW_SECONDS=120 \
   RESILIENCE_FULL=0
 test: RESILIENCE_BUDGET := 3600
