@@ -23,7 +23,7 @@ endif
 .PHONY: help venv engine packages images-prereq targets up down status test lint test-app \
         test-containers molecule resilience bench docs clean \
         test-full test-unit stage-lint stage-app stage-images vm vm-down molecule-vm molecule-vm-full \
-        vm-disk stage-vm-disk
+        vm-disk stage-vm-disk molecule-swarm molecule-swarm-full
 
 help:
 	@echo "make up      deploy the stack to a local throwaway Debian 12 target and print its URL"
@@ -131,6 +131,14 @@ vm-disk:
 molecule-vm-full: venv engine
 	scripts/vm/molecule-vm.sh full
 
+# Swarm mode (docs/SWARM.md): the stack as Swarm services, on one node (molecule/swarm-one,
+# in make test) or three (molecule/swarm, in make test-full); tests/swarm verifies both.
+molecule-swarm: venv targets
+	scripts/molecule-test.sh swarm-one bookworm
+
+molecule-swarm-full: venv targets
+	scripts/molecule-test.sh swarm bookworm
+
 # The benchmark: the deployed stack against the seed's way, in one run; rewrites
 # out/PERFORMANCE.md (about 10 minutes on an idle 2-core machine).
 bench: venv engine packages
@@ -178,12 +186,18 @@ test: VM_STAGE := molecule-vm
 test: VM_BUDGET := 1500
 test-full: VM_STAGE := molecule-vm-full
 test-full: VM_BUDGET := 5400
+# Swarm mode: one node in `make test`, three in `make test-full`.
+test: SWARM_STAGE := molecule-swarm
+test: SWARM_BUDGET := 600
+test-full: SWARM_STAGE := molecule-swarm-full
+test-full: SWARM_BUDGET := 1800
 
 test test-full: venv engine packages
 	@scripts/stage.sh checks 420 $(MAKE) --no-print-directory -j4 --output-sync=target \
 	  stage-lint stage-app stage-images stage-vm-disk
 	@scripts/stage.sh containers 360 $(MAKE) --no-print-directory test-containers
 	@scripts/stage.sh molecule $(MOLECULE_BUDGET) $(MAKE) --no-print-directory molecule MOLECULE_RELEASES="$(MOLECULE_RELEASES)"
+	@scripts/stage.sh swarm $(SWARM_BUDGET) $(MAKE) --no-print-directory $(SWARM_STAGE)
 	@scripts/stage.sh vm $(VM_BUDGET) $(MAKE) --no-print-directory $(VM_STAGE)
 	@scripts/stage.sh resilience $(RESILIENCE_BUDGET) \
 	  env $(TIER_ENV) $(MAKE) --no-print-directory resilience
@@ -200,7 +214,7 @@ stage-vm-disk:
 
 # Tests and the bench write their reports to out/ (ignored); this copies the ones present
 # into docs/, so a tracked document changes only when someone asks for it.
-REPORTS := RESILIENCE.md PERFORMANCE.md
+REPORTS := RESILIENCE.md PERFORMANCE.md SWARM.md
 docs:
 	@found=0; for r in $(REPORTS); do \
 	  if [ -f out/$$r ]; then cp out/$$r docs/$$r && echo "docs/$$r <- out/$$r" && found=1; fi; \

@@ -137,7 +137,13 @@ def test_rollback_command(nodes: list[Node], manager: Node, report: list[str]) -
 
 def test_bad_release_rolled_back_by_swarm(nodes: list[Node], manager: Node, report: list[str]) -> None:
     before = app_env(manager)
-    bad = '{"app_healthcheck_command": ["CMD", "false"], "app_healthcheck_start_period": "5s"}'
+    bad = json.dumps(
+        {
+            "app_healthcheck_command": ["CMD", "false"],
+            "app_healthcheck_start_period": "5s",
+            "app_healthcheck_interval": "2s",
+        }
+    )
     with Traffic(nodes[0].url() + "/", rate=8, max_seconds=900) as t:
         play = converge("-e", bad)
         time.sleep(2)
