@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,6 +66,19 @@ def test_services_converged(nodes: list[Node], manager: Node, report: list[str])
     data = {node for node, _ in data_tasks}
     assert len(data) == 1, data
     report.append(f"services converged; {wanted} app replicas on {len(spread)} node(s); data on {data.pop()}")
+
+
+def test_check_mode_changes_nothing(manager: Node, report: list[str]) -> None:
+    """`site.yml --check --diff` on the converged swarm: no change reported, no secret shown."""
+    play = converge("--check", "--diff")
+    assert play.rc == 0 and play.failed == 0, play.output[-3000:]
+    assert play.changed == 0, play.output[-3000:]
+    # The passwords the first manager's services got, generated on the controller.
+    credentials = Path.home() / ".prodstack" / "credentials" / manager.name
+    for secret in ("postgres_password", "redis_password"):
+        value = (credentials / secret).read_text().split()[0]
+        assert len(value) >= 16 and value not in play.output, secret
+    report.append(f"--check --diff on the converged swarm: changed=0 in {play.seconds:.0f} s")
 
 
 def test_only_nginx_publishes(manager: Node) -> None:
