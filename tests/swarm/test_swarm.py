@@ -81,6 +81,26 @@ def test_check_mode_changes_nothing(manager: Node, report: list[str]) -> None:
     report.append(f"--check --diff on the converged swarm: changed=0 in {play.seconds:.0f} s")
 
 
+def test_status_playbook_shows_the_swarm(nodes: list[Node]) -> None:
+    play = converge(playbook=REPO / "playbooks" / "status.yml")
+    assert play.rc == 0 and play.changed == 0, play.output[-3000:]
+    for name in SERVICES:
+        assert name in play.output, name
+    assert play.output.count("Ready") >= len(nodes), play.output[-3000:]
+
+
+def test_backup_of_the_data_node(manager: Node, report: list[str]) -> None:
+    """playbooks/backup.yml: the backup unit on the data node dumps the pinned PostgreSQL and
+    Redis and the controller gets the files."""
+    play = converge(playbook=REPO / "playbooks" / "backup.yml")
+    assert play.rc == 0, play.output[-3000:]
+    fetched = Path.home() / ".prodstack" / "backups" / manager.name
+    names = sorted(p.name for p in fetched.glob("*/*"))
+    for wanted in ("postgres.dump", "globals.sql", "redis.rdb", "manifest.json"):
+        assert wanted in names, (wanted, names)
+    report.append(f"playbooks/backup.yml on the data node in {play.seconds:.0f} s: {names}")
+
+
 def test_only_nginx_publishes(manager: Node) -> None:
     for name in SERVICES:
         ports = service(manager, name)["Endpoint"].get("Ports", [])
