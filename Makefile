@@ -214,7 +214,7 @@ stage-vm-disk:
 
 # Tests and the bench write their reports to out/ (ignored); this copies the ones present
 # into docs/, so a tracked document changes only when someone asks for it.
-REPORTS := RESILIENCE.md PERFORMANCE.md SWARM.md
+REPORTS := RESILIENCE.md PERFORMANCE.md SWARM-RESULTS.md
 docs:
 	@found=0; for r in $(REPORTS); do \
 	  if [ -f out/$$r ]; then cp out/$$r docs/$$r && echo "docs/$$r <- out/$$r" && found=1; fi; \

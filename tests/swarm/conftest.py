@@ -4,7 +4,7 @@ and `molecule verify -s swarm` (three nodes, make test-full).
 The nodes are the Molecule targets, each with its own Docker engine; the first is the
 manager and the data node. Traffic goes to each node's NGINX through its port published
 on the machine's loopback. The traffic, converge and wait helpers are the resilience
-cases' (tests/resilience/reslib.py); each test appends its figures to out/SWARM.md.
+cases' (tests/resilience/reslib.py); each test appends its figures to out/SWARM-RESULTS.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "resilience"))
 
 from reslib import REPO, Target, run  # noqa: E402
 
-REPORT = REPO / "out" / "SWARM.md"
+REPORT = REPO / "out" / "SWARM-RESULTS.md"
 
 
 class Node(Target):
