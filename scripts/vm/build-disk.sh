@@ -17,8 +17,10 @@ mirror=${VM_MIRROR:-http://deb.debian.org/debian}
 size=${VM_DISK_SIZE:-12G}
 # What a fresh Debian server install with sshd has, plus python3-requests for
 # community.docker's modules and apparmor (Docker refuses to start containers when the
-# kernel has AppArmor on and no parser is installed).
-packages=(systemd-sysv udev openssh-server python3 python3-apt python3-requests sudo "$kernel"
+# kernel has AppArmor on and no parser is installed). dbus: every Debian install has it, and
+# `shutdown -r` with a delay (Ansible's reboot module) asks logind over it; without it the
+# disk without docker.io (whose Recommends bring dbus) failed "Failed to connect to bus".
+packages=(systemd-sysv udev dbus openssh-server python3 python3-apt python3-requests sudo "$kernel"
   ifupdown isc-dhcp-client iproute2 ca-certificates apparmor)
 # docker.io is installed with apt inside the disk so its Recommends come too, as
 # `apt-get install docker.io` gives a user.
