@@ -32,9 +32,14 @@ def test_maintenance_answers_json_503(stack: Stack) -> None:
 
         (conf_dir / "app-release.inc.maintenance").unlink()
         docker("exec", name, "nginx", "-s", "reload")
+        # NGINX's old workers may still take a connection or two while the new ones start:
+        # maintenance has ended once five answers in a row are the app's.
         deadline = time.monotonic() + 15
-        while requests.get(f"{base}/", timeout=5).status_code == 503:
+        streak = 0
+        while streak < 5:
             assert time.monotonic() < deadline, "maintenance did not end with the reload"
-            time.sleep(0.2)
-        r = requests.get(f"{base}/", timeout=5)
-        assert r.status_code == 200 and "X-Prodstack-Maintenance" not in r.headers, r.text
+            r = requests.get(f"{base}/", timeout=5)
+            served = r.status_code == 200 and "X-Prodstack-Maintenance" not in r.headers
+            streak = streak + 1 if served else 0
+            if not served:
+                time.sleep(0.2)
