@@ -155,10 +155,10 @@ resilience: venv targets
 # Molecule, VM and failure stages assert timings and run alone. `make test-full` runs
 # everything at full length.
 #
-# Last fresh-clone `CI=true bash .ci/run` (2026-11-27, commit 4bbc50f, playbooks under
-# Mitogen): 50 min 44 s: checks 101 s (the VM disk's build; lint 23 s, app 22 s), containers
-# 184 s, molecule 155 s, vm 860 s (converge 366 s, verify 456 s), resilience 1711 s. The run
-# before Mitogen and without the VM took 3007 s (molecule 333 s, resilience about 2440 s).
+# Last fresh-clone `CI=true bash .ci/run` (2026-11-27, commit cc20b73, playbooks under
+# Mitogen): 53 min 27 s: checks 99 s (the VM disk's build; lint 27 s, app 24 s), containers
+# 186 s, molecule 155 s, swarm 315 s, vm 833 s (converge 364 s, verify 431 s), resilience
+# 1583 s. The run before Mitogen and without the VM took 3007 s.
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0): 8, a
 # converge with nothing to change under traffic (the release cases converge under traffic
