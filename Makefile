@@ -20,7 +20,7 @@ export ANSIBLE_STRATEGY_PLUGINS = $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site
 export PRODSTACK_ANSIBLE_STRATEGY = $(if $(ANSIBLE_STRATEGY_PLUGINS),mitogen_linear,linear)
 endif
 
-.PHONY: help venv engine packages images-prereq targets up down status test lint test-app \
+.PHONY: help venv engine packages images-prereq images targets up down status test lint test-app \
         test-containers molecule resilience bench docs clean \
         test-full test-unit stage-lint stage-app stage-images vm vm-down molecule-vm molecule-vm-full \
         vm-disk stage-vm-disk molecule-swarm molecule-swarm-full
@@ -31,6 +31,7 @@ help:
 	@echo "make status  the stack's containers on the local target (the seed's 'docker compose ps')"
 	@echo "make test    lint, app tests, container tests, molecule test, failure tests (what CI runs)"
 	@echo "make test-full  the same at full length (5-minute soak); see tests/README.md"
+	@echo "make images  build the stack's four images on this machine, as a deploy does"
 	@echo "make bench   benchmark against the seed's way; writes out/PERFORMANCE.md"
 	@echo "make resilience  the timed failure tests alone; writes out/RESILIENCE.md"
 	@echo "make docs    copy the reports in out/ into docs/ (the only way docs/ changes)"
@@ -54,6 +55,10 @@ packages:
 targets: engine packages
 	@scripts/build-target-image.sh bookworm >/dev/null
 	@scripts/build-target-image.sh trixie >/dev/null
+
+# The stack's four images on this machine, built and tagged as a deploy builds them.
+images: venv engine packages
+	ansible-playbook playbooks/images.yml
 
 up: venv engine packages
 	@scripts/build-target-image.sh bookworm >/dev/null
@@ -207,8 +212,10 @@ stage-lint:
 	@scripts/stage.sh lint 240 $(MAKE) --no-print-directory lint
 stage-app:
 	@scripts/stage.sh app 180 $(MAKE) --no-print-directory test-app test-unit
+# The target images, then the stack's own images (built as a deploy builds them), so the
+# container tests and Molecule later find them built.
 stage-images:
-	@scripts/stage.sh images 300 $(MAKE) --no-print-directory targets
+	@scripts/stage.sh images 400 $(MAKE) --no-print-directory targets images
 stage-vm-disk:
 	@scripts/stage.sh vm-disk 420 $(MAKE) --no-print-directory vm-disk
 

@@ -1,7 +1,8 @@
 """Container-level integration tests: the four images built and run as one stack.
 
-Every Docker object made here is named ``pst-<run id>-...`` (images ``pst-<run id>/<svc>:test``)
-and removed at the end of the session, also when a test or the set-up fails. Nothing else on
+Every Docker object made here is named ``pst-<run id>-...`` and removed at the end of the
+session, also when a test or the set-up fails. The images are the deploy's own (built by
+playbooks/images.yml, tagged by content) and stay, as the build cache every stage shares. Nothing else on
 the engine is touched: other engineers run their own containers on the same daemon.
 
 Run:  .venv/bin/pytest -q tests/containers        (select with ``-m containers``)
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_ID = secrets.token_hex(3)
@@ -36,8 +38,10 @@ BASE_IMAGE = os.environ.get("PST_BASE_IMAGE", "prodstack/debian:bookworm")
 SERVICES = ("app", "nginx", "redis", "postgres")
 HEALTH_TIMEOUT = 90.0
 
-# The UID each image runs as; each reader gets its own copy of a secret owned by it.
-UIDS = {"app": 10001, "nginx": 10002, "redis": 10003, "postgres": 10004}
+# The UID each image runs as (stack_common, the roles' one place for it); each reader gets
+# its own copy of a secret owned by it.
+COMMON: dict[str, Any] = yaml.safe_load((REPO / "roles/stack_common/defaults/main.yml").read_text())
+UIDS: dict[str, int] = COMMON["stack_common_uids"]
 
 _REPORT: list[str] = []
 _SESSION_START = time.monotonic()
@@ -167,7 +171,7 @@ class Stack:
     def __init__(self) -> None:
         self.prefix = PREFIX
         self.net = f"{PREFIX}-net"
-        self.images = {svc: f"{PREFIX}/{svc}:test" for svc in SERVICES}
+        self.images: dict[str, str] = {}  # service -> REPOSITORY:TAG, set by build_images()
         self.names = {svc: f"{PREFIX}-{svc}" for svc in SERVICES}
         self.volumes = {
             "redis": f"{PREFIX}-redis-data",
@@ -182,39 +186,23 @@ class Stack:
 
     # ---- images
     def build_images(self) -> None:
-        subprocess.run([str(REPO / "scripts/download-wheels.sh")], check=True, cwd=REPO)
-        if docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0:
-            suite = BASE_IMAGE.rsplit(":", 1)[-1]
-            subprocess.run(
-                [str(REPO / "scripts/build-base-image.sh"), suite, BASE_IMAGE],
-                check=True,
-                cwd=REPO,
-            )
-        env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-        procs = {}
-        logs = {}
-        for svc in SERVICES:
-            logs[svc] = tempfile.TemporaryFile(mode="w+")
-            procs[svc] = subprocess.Popen(
+        """The four images, built the way a deploy builds them (playbooks/images.yml runs
+        stack_images): the same tags, so a later Molecule stage finds them built. They are
+        that shared build cache, not this run's objects, and stay after the session."""
+        suite = BASE_IMAGE.rsplit(":", 1)[-1]
+        with tempfile.NamedTemporaryFile(prefix=f"{PREFIX}-refs-", suffix=".json") as refs:
+            proc = subprocess.run(
                 [
-                    "docker", "build", "-q", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
-                    "-t", self.images[svc], str(REPO / svc),
+                    str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/images.yml",
+                    "-e", f"stack_images_base_image={BASE_IMAGE}", "-e", f"stack_images_base_suite={suite}",
+                    "-e", f"prodstack_images_refs_file={refs.name}",
                 ],
-                stdout=logs[svc], stderr=subprocess.STDOUT, env=env, text=True,
+                capture_output=True, text=True, cwd=REPO, timeout=1800,
+                env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
             )  # fmt: skip
-        failed = []
-        for svc, proc in procs.items():
-            if proc.wait(timeout=1800) != 0:
-                logs[svc].seek(0)
-                failed.append(f"--- build {svc} failed:\n{logs[svc].read()[-4000:]}")
-            logs[svc].close()
-        if failed:
-            raise DockerError("\n".join(failed))
-
-    def remove_images(self) -> None:
-        # --no-prune keeps the untagged parent layers: the next run builds from the cache.
-        for tag in self.images.values():
-            docker("rmi", "--no-prune", tag, check=False)
+            if proc.returncode != 0:
+                raise DockerError(f"playbooks/images.yml failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
+            self.images = json.loads(Path(refs.name).read_text())
 
     # ---- secrets: one copy per reader, owned by its UID, 0400, mounted read-only
     def secret_file(self, reader: str, name: str, value: str) -> Path:
@@ -436,7 +424,6 @@ class Stack:
         for vol in docker("volume", "ls", "-q").stdout.split():
             if vol.startswith(f"{PREFIX}-"):
                 docker("volume", "rm", "-f", vol, check=False)
-        self.remove_images()
         shutil.rmtree(self.secrets_dir, ignore_errors=True)
 
 

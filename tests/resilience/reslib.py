@@ -6,10 +6,12 @@ own engine). Traffic goes only to the target's port published on the machine's l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -27,6 +29,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "molecule" / "resilience"
+# The values the roles share, read where the roles read them (roles/stack_common).
+COMMON: dict[str, Any] = yaml.safe_load((REPO / "roles/stack_common/defaults/main.yml").read_text())
+UIDS: dict[str, int] = COMMON["stack_common_uids"]
+BACKEND_NET: str = COMMON["stack_common_network"]
 NGINX, APP, REDIS, POSTGRES = (
     "prodstack-nginx",
     "prodstack-app",
@@ -121,7 +127,7 @@ class Target:
         items = json.loads(out or "[]")
         return items[0] if items else {}
 
-    def ip(self, container: str, network: str = "prod-net") -> str:
+    def ip(self, container: str, network: str = BACKEND_NET) -> str:
         networks = self.inspect(container)["NetworkSettings"]["Networks"]
         return str(networks[network]["IPAddress"])
 
@@ -275,6 +281,25 @@ def converge(*extra: str, playbook: Path = REPO / "site.yml") -> PlayResult:
     changed = sum(int(r[1]) for r in recaps)
     failed = sum(int(r[3]) + int(r[2]) for r in recaps)
     return PlayResult(proc.returncode, seconds, changed, failed, out)
+
+
+def start_play(playbook: Path, *extra: str, output: bool = False) -> subprocess.Popen[str]:
+    """ansible-playbook in the background, in a session of its own so that kill_play() stops
+    its forked workers too (killing the main process alone leaves them running). With
+    output, read it with communicate(); without, it is dropped."""
+    argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook), *extra]
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    sink = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(
+        argv, stdout=sink, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+
+
+def kill_play(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL to the play and every process it started, as a lost controller would be."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
 
 
 # --- traffic ------------------------------------------------------------------------------

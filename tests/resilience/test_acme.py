@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from reslib import NGINX, Case, Response, Target, Traffic, converge, run, summary, wait_for
+from reslib import NGINX, UIDS, Case, Response, Target, Traffic, converge, run, summary, wait_for
 
 DOMAINS = ["acme.prodstack.test", "www.acme.prodstack.test"]
 # Resolves (in pebble's DNS) to an address where nothing listens: a domain whose DNS points
@@ -231,7 +231,7 @@ def test_acme_issue_and_serve(case: Case, target: Target, pebble: Pebble) -> Non
     )
     assert all(n == sorted(DOMAINS) for n in names.values()), names
     assert fetched >= len(DOMAINS)
-    assert key == ["10002", "10002", "400"]
+    assert key == [str(UIDS["nginx"]), str(UIDS["nginx"]), "400"]
     assert timer == "enabled"
     assert again.rc == 0 and again.changed == 0, again.output[-3000:]
     assert served(port) == issued

@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ from reslib import (
     Traffic,
     converge,
     get,
+    kill_play,
+    start_play,
     summary,
     wait_for,
 )
@@ -309,12 +310,8 @@ def test_restore_after_volumes_are_gone(case: Case, target: Target, url: str, co
 def test_reboot_during_restore(case: Case, target: Target, url: str, controller: Path) -> None:
     """29. Reboot in the middle of a restore: after boot the stack serves, no Ansible run."""
     (name,) = json.loads(target.sh("prodstack-backup", "list", "--json"))[-1:]
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    argv = [
-        "ansible-playbook", "-i", inventory, str(REPO / "playbooks" / "restore.yml"),
-        "-e", f"backup={name}", "-e", f"stack_backup_controller_dir={controller}",
-    ]  # fmt: skip
-    play = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    restore = REPO / "playbooks" / "restore.yml"
+    play = start_play(restore, "-e", f"backup={name}", "-e", f"stack_backup_controller_dir={controller}")
     try:
         with Traffic(url, rate=5) as during:
             # The app is stopped and held, NGINX in maintenance: the restore's data phase.
@@ -323,11 +320,10 @@ def test_reboot_during_restore(case: Case, target: Target, url: str, controller:
         refused = [r for r in during.snapshot() if not r.ok]
         maintenance = [r for r in refused if r.status == 503 and (r.body or {}).get("error") == "maintenance"]
         assert maintenance and len(maintenance) == len(refused), summary(refused)
-        play.kill()  # the controller loses the host with the reboot
+        kill_play(play)  # the controller loses the host with the reboot
         healthy, answered = target.reboot(url)
     finally:
-        play.kill()
-        play.wait(30)
+        kill_play(play)
     after = get(url + "/")
     maintenance = target.sh("ls", "/etc/prodstack/nginx/conf.d/", check=False)
     again = playbook("restore.yml", controller, "-e", f"backup={name}")

@@ -27,13 +27,16 @@ from reslib import (
     APP,
     NGINX,
     REPO,
+    UIDS,
     Case,
     PlayResult,
     Response,
     Target,
     Traffic,
     converge,
+    kill_play,
     parse_time,
+    start_play,
     summary,
     wait_for,
 )
@@ -116,7 +119,7 @@ def cutover(url: str, *extra: str, playbook: Path | None = None) -> Cutover:
 def build(target: Target, tag: str, *lines: str) -> None:
     """A variant of the live app image, built on the target (no context: FROM + RUN)."""
     image = target.inspect(APP)["Config"]["Image"]
-    dockerfile = "\n".join([f"FROM {image}", "USER root", *lines, "USER 10001", ""])
+    dockerfile = "\n".join([f"FROM {image}", "USER root", *lines, f"USER {UIDS['app']}", ""])
     argv = ["docker", "exec", "-i", target.name, "docker", "build", "-q", "-t", tag, "-"]
     subprocess.run(argv, input=dockerfile, capture_output=True, text=True, timeout=300, check=True)
 
@@ -223,11 +226,7 @@ def holder_of(target: Target) -> dict[str, Any]:
 
 
 def play(*extra: str) -> subprocess.Popen[str]:
-    argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROLLBACK), *extra]
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    return subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
-    )
+    return start_play(ROLLBACK, *extra, output=True)
 
 
 def test_r5_concurrent_runs(case: Case, target: Target, url: str, variants: None) -> None:
@@ -264,8 +263,7 @@ def test_r6_stale_lock(case: Case, target: Target, url: str, variants: None) -> 
     other = sorted(n.removeprefix(APP + "-") for n in target.releases() if n != f"{APP}-{live}")[-1]
     killed = play("-e", f"release={other}")
     wait_for(lambda: holder_of(target).get("purpose") == "rollback", 120, 0.2)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.communicate(timeout=30)
+    kill_play(killed)
     holder = holder_of(target)
     assert holder, "the killed run's lock is gone"
     time.sleep(12)

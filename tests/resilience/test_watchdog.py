@@ -12,10 +12,22 @@ target, with a CPU hog beside them.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
-from reslib import REPO, Case, Target, Traffic, converge, get, parse_time, pct, summary, wait_for
+from reslib import (
+    REPO,
+    Case,
+    Target,
+    Traffic,
+    converge,
+    get,
+    kill_play,
+    parse_time,
+    pct,
+    start_play,
+    summary,
+    wait_for,
+)
 
 SLOW_SECONDS = float(os.environ.get("RESILIENCE_SLOW_SECONDS", "120"))
 SLOW_CPUS = os.environ.get("RESILIENCE_SLOW_CPUS", "0.2")
@@ -122,20 +134,17 @@ def test_23_reboot_during_release(case: Case, target: Target, url: str) -> None:
     """23. Reboot in the middle of a release."""
     visits = int(get(url + "/").body["visits"])  # type: ignore[index]
     before = {n for n, state in target.releases().items() if state == "running"}
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    argv = ["ansible-playbook", "-i", inventory, str(REPO / "site.yml"), "-e", "app_threads=3"]
-    play = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    play = start_play(REPO / "site.yml", "-e", "app_threads=3")
     try:
         # The new release's container is up (its gate runs) while the old one still serves.
         wait_for(
             lambda: {n for n, st in target.releases().items() if st == "running"} - before != set(), 300, 0.5
         )
         # The controller is lost with the host: the run never gets to release its lock.
-        play.kill()
+        kill_play(play)
         healthy, answered = target.reboot(url)
     finally:
-        play.kill()
-        play.wait(30)
+        kill_play(play)
     after = get(url + "/").body or {}
     running = sorted(n for n, state in target.releases().items() if state == "running")
     # The killed run's lock was taken before the reboot: the next run takes it over at once.

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import Node
-from reslib import REPO, Traffic, converge, get, run, summary, wait_for
+from reslib import BACKEND_NET, REPO, Traffic, converge, get, run, summary, wait_for
 
 SERVICES = ["prodstack-postgres", "prodstack-redis", "prodstack-app", "prodstack-nginx"]
 
@@ -108,7 +108,7 @@ def test_only_nginx_publishes(manager: Node) -> None:
             assert ports and all(p["PublishMode"] == "host" for p in ports), ports
         else:
             assert not ports, (name, ports)
-    backend = json.loads(manager.docker("network", "inspect", "prod-net"))[0]
+    backend = json.loads(manager.docker("network", "inspect", BACKEND_NET))[0]
     assert backend["Internal"] is True and backend["Driver"] == "overlay", backend
 
 

@@ -14,22 +14,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_stack import CONTAINERS, SECRETS_DIR, container_name, inspect, run_site
+from test_stack import BACKEND_NET, CONTAINERS, EDGE_NET, SECRETS_DIR, UIDS, container_name, inspect, run_site
 
 BACKEND = ["prodstack-app", "prodstack-redis", "prodstack-postgres"]
-CONTAINER_UID = {
-    "prodstack-app": "10001",
-    "prodstack-nginx": "10002",
-    "prodstack-redis": "10003",
-    "prodstack-postgres": "10004",
-}
+CONTAINER_UID = {f"prodstack-{svc}": str(uid) for svc, uid in UIDS.items()}
 
 
 @pytest.mark.parametrize("name", CONTAINERS)
 def test_container_is_hardened(host: Any, name: str) -> None:
     c = inspect(host, "container", name)
     hc = c["HostConfig"]
-    assert c["Config"]["User"] in ("10001", "proxy-nginx", "redis", "postgres")
+    assert c["Config"]["User"] in (str(UIDS["app"]), "proxy-nginx", "redis", "postgres")
     assert host.check_output(f"docker exec {container_name(host, name)} id -u") == CONTAINER_UID[name]
     assert hc["ReadonlyRootfs"] is True
     assert set(hc["Tmpfs"]) == {"/tmp"}
@@ -55,8 +50,8 @@ def test_image_carries_healthcheck_metadata(host: Any, name: str) -> None:
 
 
 def test_backend_network_is_internal_and_nginx_alone_on_the_edge(host: Any) -> None:
-    backend = inspect(host, "network", "prod-net")
-    edge = inspect(host, "network", "prodstack-edge")
+    backend = inspect(host, "network", BACKEND_NET)
+    edge = inspect(host, "network", EDGE_NET)
     assert backend["Internal"] is True
     assert edge["Internal"] is False
     assert {c["Name"] for c in edge["Containers"].values()} == {"prodstack-nginx"}
@@ -90,22 +85,20 @@ def test_backend_cannot_reach_out_but_the_edge_can(host: Any) -> None:
     sshd = (target_address(host), 22)
     assert connects(host, "prodstack-nginx", *sshd), "control: NGINX on the edge network must reach it"
     assert not connects(host, "prodstack-app", *sshd)
-    gateway = inspect(host, "network", "prod-net")["IPAM"]["Config"][0]["Gateway"]
+    gateway = inspect(host, "network", BACKEND_NET)["IPAM"]["Config"][0]["Gateway"]
     assert not connects(host, "prodstack-app", gateway, 22)
 
 
 @pytest.mark.parametrize("name", BACKEND)
 def test_backend_container_unreachable_from_the_host(host: Any, name: str) -> None:
-    ip = inspect(host, "container", name)["NetworkSettings"]["Networks"]["prod-net"]["IPAddress"]
+    ip = inspect(host, "container", name)["NetworkSettings"]["Networks"][BACKEND_NET]["IPAddress"]
     port = {"prodstack-app": 5000, "prodstack-redis": 6379, "prodstack-postgres": 5432}[name]
     assert not connects(host, None, ip, port), f"{name} at {ip}:{port} answers the host"
 
 
 def test_nginx_reachable_on_the_edge_from_the_host(host: Any) -> None:
     """Control for the test above: the same probe does connect where it should."""
-    ip = inspect(host, "container", "prodstack-nginx")["NetworkSettings"]["Networks"]["prodstack-edge"][
-        "IPAddress"
-    ]
+    ip = inspect(host, "container", "prodstack-nginx")["NetworkSettings"]["Networks"][EDGE_NET]["IPAddress"]
     assert connects(host, None, ip, 8080)
 
 
@@ -128,7 +121,7 @@ def test_daemon_configuration(host: Any) -> None:
 
 
 def test_postgres_accepts_only_the_app_role_from_the_backend_network(host: Any) -> None:
-    subnet = inspect(host, "network", "prod-net")["IPAM"]["Config"][0]["Subnet"]
+    subnet = inspect(host, "network", BACKEND_NET)["IPAM"]["Config"][0]["Subnet"]
     rules = host.check_output(
         "docker exec prodstack-postgres sh -c \"grep -Ev '^(#|$)' /var/lib/postgresql/data/pg_hba.conf\""
     ).splitlines()
@@ -176,7 +169,7 @@ def test_security_headers_on_http_without_hsts(published: Callable[[str], str]) 
 
 def test_tls_key_readable_by_nginx_only(host: Any) -> None:
     key = host.file("/etc/prodstack/nginx/tls/tls.key")
-    assert (key.uid, key.mode) == (10002, 0o400)
+    assert (key.uid, key.mode) == (UIDS["nginx"], 0o400)
 
 
 def read_secrets(host: Any) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 CONTAINERS = [
     "prodstack-nginx",
@@ -22,12 +23,19 @@ CONTAINERS = [
     "prodstack-redis",
     "prodstack-postgres",
 ]
-SECRETS_DIR = "/etc/prodstack/secrets"
+# The values the roles share, read where the roles read them (roles/stack_common).
+COMMON: dict[str, Any] = yaml.safe_load(
+    (Path(__file__).resolve().parents[3] / "roles/stack_common/defaults/main.yml").read_text()
+)
+UIDS: dict[str, int] = COMMON["stack_common_uids"]
+BACKEND_NET: str = COMMON["stack_common_network"]
+EDGE_NET: str = COMMON["stack_common_edge_network"]
+SECRETS_DIR: str = COMMON["stack_common_secrets_dir"]
 SECRET_READERS = {
-    "postgres_password.postgres": 10004,
-    "postgres_password.app": 10001,
-    "redis_password.redis": 10003,
-    "redis_password.app": 10001,
+    "postgres_password.postgres": UIDS["postgres"],
+    "postgres_password.app": UIDS["app"],
+    "redis_password.redis": UIDS["redis"],
+    "redis_password.app": UIDS["app"],
 }
 NGINX_PORT = 8080
 
@@ -120,7 +128,7 @@ def test_daemon_json_sets_log_rotation_and_live_restore(host: Any) -> None:
 
 
 def test_private_network_is_a_bridge(host: Any) -> None:
-    net = inspect(host, "network", "prod-net")
+    net = inspect(host, "network", BACKEND_NET)
     assert net["Driver"] == "bridge" and net["Internal"] is True
     members = {c["Name"] for c in net["Containers"].values()}
     assert members == {container_name(host, c) for c in CONTAINERS}

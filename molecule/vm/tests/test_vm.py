@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_stack import ansible_env, inspect
+from test_stack import BACKEND_NET, ansible_env, inspect
 
 # How long the stack must stay up with no restart; the VM is slow, the watchdog's passes
 # are minutes apart, so the window is long enough to see at least one of them.
@@ -132,7 +132,7 @@ def test_vm_exposes_only_sshd_and_nginx_ports(host: Any) -> None:
 
 def test_backend_firewall_unit_is_active(host: Any) -> None:
     assert host.service("prodstack-backend-firewall").is_enabled
-    bridge = inspect(host, "network", "prod-net")["Options"]["com.docker.network.bridge.name"]
+    bridge = inspect(host, "network", BACKEND_NET)["Options"]["com.docker.network.bridge.name"]
     rules = host.check_output("iptables -S")
     assert f"-A OUTPUT -o {bridge} -m conntrack --ctstate NEW -j REJECT" in rules
     assert f"-A INPUT -i {bridge} -m conntrack --ctstate NEW -j REJECT" in rules
@@ -223,5 +223,5 @@ def test_reboot_in_the_middle_of_a_release(host: Any, published: Callable[[str],
 def test_backend_port_unreachable_after_reboot(host: Any, role: str) -> None:
     """The firewall and the internal network are rebuilt at boot, not only at converge."""
     c = stack(host)[role]
-    ip = c["NetworkSettings"]["Networks"]["prod-net"]["IPAddress"]
+    ip = c["NetworkSettings"]["Networks"][BACKEND_NET]["IPAddress"]
     assert not connects(host, ip, BACKEND_PORTS[role])

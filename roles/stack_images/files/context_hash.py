@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Print a short content hash of a Docker build context plus its base image ID.
+"""Print a short content hash of a Docker build context plus its base image ID and build args.
 
 The hash becomes the image tag, so an image is rebuilt exactly when a file that reaches
-its build (per the context's .dockerignore) or the base image changes, and a second run
-finds every tag present and builds nothing.
+its build (per the context's .dockerignore), the base image or a build argument changes,
+and a second run finds every tag present and builds nothing.
 
-    context_hash.py CONTEXT_DIR BASE_IMAGE_ID
+    context_hash.py CONTEXT_DIR 'BASE_IMAGE_ID BUILD_ARGS_JSON'
 """
 
 import fnmatch
