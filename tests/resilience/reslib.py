@@ -33,6 +33,7 @@ SCENARIO = REPO / "molecule" / "resilience"
 COMMON: dict[str, Any] = yaml.safe_load((REPO / "roles/stack_common/defaults/main.yml").read_text())
 UIDS: dict[str, int] = COMMON["stack_common_uids"]
 BACKEND_NET: str = COMMON["stack_common_network"]
+HOLD_DIR: str = COMMON["stack_common_hold_dir"]
 NGINX, APP, REDIS, POSTGRES = (
     "prodstack-nginx",
     "prodstack-app",

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from reslib import (
     APP,
+    HOLD_DIR,
     NGINX,
     REPO,
     UIDS,
@@ -169,9 +170,7 @@ def test_r1_code_change(case: Case, target: Target, url: str, variants: None) ->
     assert c.play.rc == 0, c.play.output[-3000:]
     assert new != old and all(r.body and r.body.get("served_by") == "v2" for r in tail)
     assert target.releases()[old] == "exited"
-    assert (
-        target.sh("sh", "-c", f"test -f /var/lib/prodstack/hold/{old} && echo held", check=False) == "held\n"
-    )
+    assert target.sh("sh", "-c", f"test -f {HOLD_DIR}/{old} && echo held", check=False) == "held\n"
     assert log_tail(target)["result"] == "live" and log_tail(target)["version"] == "0.2.0"
     assert not c.failed
 
