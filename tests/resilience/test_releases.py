@@ -216,6 +216,9 @@ def test_r4_rollback(case: Case, target: Target, url: str, variants: None) -> No
     assert c.play.rc == 0, c.play.output[-3000:]
     assert target.app() != old and "APP_THREADS=4" in env
     assert log_tail(target)["result"] == "rolled back"
+    # The cutover leaves the hold directory as the watchdog role makes it (root only), so
+    # the next converge has nothing to change there (it was 0755 after a rollback).
+    assert target.sh("stat", "-c", "%a", HOLD_DIR).strip() == "700"
     assert not c.failed
 
 
