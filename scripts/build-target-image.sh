@@ -4,7 +4,7 @@
 #   scripts/build-target-image.sh SUITE [IMAGE]
 #
 # SUITE is a Debian suite (bookworm, trixie). The base prodstack/debian:SUITE is ensured
-# first via build-base-image.sh (made offline when absent), then
+# first via the stack_images role's build-base-image.sh (made offline when absent), then
 # molecule/resources/target/Dockerfile is built on top of it as IMAGE (default
 # prodstack/molecule-target:SUITE). No registry is reachable: nothing is pulled.
 # Idempotent: an unchanged Dockerfile and base are served from the build cache.
@@ -23,7 +23,7 @@ if [ -n "${DEPLOY_AUTHORIZED_KEY:-}" ]; then
   build_args+=(--build-arg "DEPLOY_AUTHORIZED_KEY=$DEPLOY_AUTHORIZED_KEY")
 fi
 
-"$here/scripts/build-base-image.sh" "$suite" "$base" >/dev/null
+"$here/roles/stack_images/files/build-base-image.sh" "$suite" "$base" >/dev/null
 
 # The legacy builder (Debian's engine 20.10 has no buildx); its deprecation notice is
 # shown only when the build fails, together with the build log.

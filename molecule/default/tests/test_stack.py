@@ -45,6 +45,8 @@ def ansible_env() -> tuple[Path, dict[str, str]]:
     project = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
     env = dict(os.environ, ANSIBLE_CONFIG=str(project / "ansible.cfg"))
     env["ANSIBLE_ROLES_PATH"] = str(project / "roles")
+    # Plain text: the tests read task names and the recap from the output.
+    env.update(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     return project, env
 
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Provides the one Debian base image every project image builds FROM.
 #
-#   scripts/build-base-image.sh SUITE IMAGE [ARCHIVE]
+#   build-base-image.sh SUITE IMAGE [ARCHIVE]
 #
+# Part of the stack_images role (which runs it on the controller); the target images of
+# the tests are built on the same base (scripts/build-target-image.sh).
 # No registry is reachable from these machines, so when IMAGE is not present and cannot be
 # pulled it is made offline: debootstrap minbase from Debian's mirror, trimmed the way the
-# official slim images are (no docs, man pages or locales), then `docker import`. The image
-# ID is recorded in .cache/base-images/SUITE.id. With ARCHIVE, the image is also written
+# official slim images are (no docs, man pages or locales), then `docker import`. Prints the
+# image ID. With ARCHIVE, the image is also written
 # there with `docker save`, for hosts that can neither pull nor build it.
 set -euo pipefail
 
@@ -14,8 +16,6 @@ suite=${1:?usage: build-base-image.sh SUITE IMAGE [ARCHIVE]}
 image=${2:?usage: build-base-image.sh SUITE IMAGE [ARCHIVE]}
 archive=${3:-}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-here=$(cd "$(dirname "$0")/.." && pwd)
-record_dir=$here/.cache/base-images
 
 if ! docker image inspect "$image" >/dev/null 2>&1 && ! docker pull -q "$image" >/dev/null 2>&1; then
   command -v debootstrap >/dev/null || {
@@ -49,8 +49,7 @@ CFG
   tar -C "$rootfs" -c . | docker import --change 'CMD ["bash"]' - "$image" >/dev/null
 fi
 
-mkdir -p "$record_dir"
-docker image inspect --format '{{.Id}}' "$image" | tee "$record_dir/$suite.id"
+docker image inspect --format '{{.Id}}' "$image"
 if [ -n "$archive" ]; then
   mkdir -p "$(dirname "$archive")"
   docker save -o "$archive" "$image"

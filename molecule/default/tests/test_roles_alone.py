@@ -1,0 +1,51 @@
+"""Each role runs alone on a deployed host: `ansible-playbook site.yml --tags ROLE`.
+
+The preflight, the deploy lock and the image references run whatever --tags says; the
+role's own tasks run, no other role's do, and on a converged host nothing changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import pytest
+from test_stack import run_site
+
+# The roles of playbooks/deploy.yml in its order, each tagged with its name.
+ROLES = [
+    "docker_engine",
+    "stack_images",
+    "stack_resources",
+    "postgres",
+    "redis",
+    "nginx",
+    "app",
+    "stack_health",
+    "stack_watchdog",
+    "stack_backup",
+]
+# "TASK [role : name]" headers, as the default callback prints them.
+TASK = re.compile(r"^TASK \[(\w+) : ", re.M)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_runs_alone_and_changes_nothing(host: Any, role: str) -> None:
+    name = host.backend.get_hostname()
+    output, recap = run_site(os.environ["MOLECULE_INVENTORY_FILE"], "--tags", role, "--limit", name)
+    assert name in recap and "changed=0" in recap and "failed=0" in recap, recap
+    ran = set(TASK.findall(output))
+    # Besides the role: what runs in every run (the preflight of every role, the lock,
+    # the image references) and what the role itself calls (the app's cutover reloads NGINX
+    # through the nginx role's tasks; a release's gate is the app's).
+    assert role in ran, sorted(ran)
+    main_tasks = {
+        "postgres": "postgres : Run the PostgreSQL container",
+        "redis": "redis : Run the Redis container",
+        "nginx": "nginx : Run the NGINX container",
+        "app": "app : Run the release",
+        "stack_watchdog": "stack_watchdog : Install the watchdog script",
+    }
+    for other, task in main_tasks.items():
+        assert (task in output) == (other == role), f"--tags {role}: {task!r} ran: {other == role}"
