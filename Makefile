@@ -20,7 +20,7 @@ export ANSIBLE_STRATEGY_PLUGINS = $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site
 export PRODSTACK_ANSIBLE_STRATEGY = $(if $(ANSIBLE_STRATEGY_PLUGINS),mitogen_linear,linear)
 endif
 
-.PHONY: help venv engine packages images-prereq images targets up down status test lint test-app \
+.PHONY: help venv engine packages images targets up down status test lint test-app \
         test-containers molecule resilience bench docs clean \
         test-full test-unit stage-lint stage-app stage-images vm vm-down molecule-vm molecule-vm-full \
         vm-disk stage-vm-disk molecule-swarm molecule-swarm-full
