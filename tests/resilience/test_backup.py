@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from plays import kill_play, start_play
 from reslib import (
     APP,
     POSTGRES,
@@ -28,8 +29,6 @@ from reslib import (
     Traffic,
     converge,
     get,
-    kill_play,
-    start_play,
     summary,
     wait_for,
 )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plays import kill_play, start_play
 from reslib import (
     APP,
     HOLD_DIR,
@@ -35,9 +36,7 @@ from reslib import (
     Target,
     Traffic,
     converge,
-    kill_play,
     parse_time,
-    start_play,
     summary,
     wait_for,
 )

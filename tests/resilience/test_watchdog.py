@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 
+from plays import kill_play, start_play
 from reslib import (
     REPO,
     Case,
@@ -21,10 +22,8 @@ from reslib import (
     Traffic,
     converge,
     get,
-    kill_play,
     parse_time,
     pct,
-    start_play,
     summary,
     wait_for,
 )

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from reslib import descendants, kill_play
+from plays import descendants, kill_play
 
 
 def running(pid: int) -> bool:
