@@ -15,6 +15,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -115,6 +116,30 @@ class RedisDep:
         self.pool.disconnect()
 
 
+# A pooled connection idle for longer than this is checked (one round trip) before a request
+# gets it: after a PostgreSQL restart the first request then gets a fresh connection instead
+# of a dead one. A connection in steady use skips the check; if PostgreSQL went away under
+# it, its one request fails (503 naming postgres) and the pool drops it.
+IDLE_CHECK_AFTER = 5.0
+
+
+class IdleCheck:
+    """psycopg_pool's check and reset callbacks: check a connection only after it sat idle."""
+
+    def __init__(self, after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.after = after
+        self._clock = clock
+        self._returned: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+
+    def returned(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        self._returned[conn] = self._clock()
+
+    def check(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        last = self._returned.get(conn)
+        if last is None or self._clock() - last > self.after:
+            ConnectionPool.check_connection(conn)
+
+
 class PostgresDep:
     name = "postgres"
 
@@ -123,6 +148,7 @@ class PostgresDep:
         self.hostname = hostname
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        self._idle_check = IdleCheck(IDLE_CHECK_AFTER)
         kwargs: dict[str, Any] = {
             "host": cfg.postgres_host,
             "port": cfg.postgres_port,
@@ -146,7 +172,8 @@ class PostgresDep:
             min_size=1,
             max_size=cfg.threads,
             open=False,
-            check=ConnectionPool.check_connection,
+            check=self._idle_check.check,
+            reset=self._idle_check.returned,
             timeout=cfg.dep_timeout,
             # Give up a background reconnection quickly: the next request then
             # starts a fresh attempt at once instead of waiting for a long backoff.

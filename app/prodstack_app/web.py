@@ -84,6 +84,11 @@ def create_app(cfg: Config | None = None) -> Flask:
         response.headers["X-Request-ID"] = rid
         started = g.get("started")
         duration = (time.perf_counter() - started) * 1000.0 if started else 0.0
+        # NGINX logs every request (with the same request id); the app adds its own line
+        # for its failures, or for every request with APP_ACCESS_LOG=1. A log line per
+        # request cost more CPU than the whole /health view (4,600 against 10,800 req/s).
+        if not (cfg.access_log or response.status_code >= 500):
+            return response
         access_log.info(
             "request",
             extra={

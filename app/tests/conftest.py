@@ -1,4 +1,4 @@
-"""Real Redis, PostgreSQL and gunicorn processes on loopback, on free ports.
+"""Real Redis, PostgreSQL and the app (Granian) processes on loopback, on free ports.
 
 PostgreSQL refuses to run as root, so initdb/pg_ctl run as the Debian ``postgres``
 OS user through ``runuser``; its throwaway directory is chowned to that user.
@@ -26,7 +26,8 @@ import pytest
 import requests
 
 APP_DIR = Path(__file__).resolve().parent.parent
-GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+# The container's own entry point: checks the settings, then becomes Granian.
+SERVE = [sys.executable, "-m", "prodstack_app.serve"]
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_PASSWORD = "redis-test-secret"
@@ -145,15 +146,16 @@ class Blackhole:
 
 
 class App:
-    """gunicorn running the app as a subprocess; JSON log lines go to a file."""
+    """The app under Granian as a subprocess; JSON log lines go to a file."""
 
     def __init__(self, tmp: Path, env: dict[str, str]) -> None:
         self.port = free_port()
         self.tmp = tmp
-        self.out = tmp / f"gunicorn-{self.port}.out"
-        self.err = tmp / f"gunicorn-{self.port}.err"
+        self.out = tmp / f"app-{self.port}.out"
+        self.err = tmp / f"app-{self.port}.err"
         self.env = {**os.environ, "APP_PORT": str(self.port), "APP_WORKERS": "2",
-                    "APP_THREADS": "4", "PYTHONUNBUFFERED": "1", **env}  # fmt: skip
+                    "APP_THREADS": "4", "APP_ACCESS_LOG": "1", "PYTHONUNBUFFERED": "1",
+                    **env}  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -162,7 +164,7 @@ class App:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [GUNICORN, "-c", str(APP_DIR / "gunicorn.conf.py")],
+            SERVE,
             cwd=APP_DIR, env=self.env,
             stdout=self.out.open("ab"), stderr=self.err.open("ab"),
             start_new_session=True,
@@ -170,12 +172,12 @@ class App:
         end = time.monotonic() + 20
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.err.read_text()}")
+                raise RuntimeError(f"the app exited: {self.err.read_text()}")
             with contextlib.suppress(requests.RequestException):
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return
             time.sleep(0.1)
-        raise RuntimeError("gunicorn did not become healthy")
+        raise RuntimeError("the app did not become healthy")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

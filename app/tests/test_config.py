@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from prodstack_app import __version__
 from prodstack_app.config import ConfigError, default_workers, load_config
 from prodstack_app.deps import Deadline, describe_error
+from prodstack_app.serve import granian_argv
 from prodstack_app.web import request_id_from
 
 
@@ -89,9 +91,27 @@ def test_empty_password_file_rejected(tmp_path: Path) -> None:
 
 
 def test_default_workers_is_capped() -> None:
-    assert default_workers(1) == 3
-    assert default_workers(2) == 5
+    assert default_workers(1) == 1
+    assert default_workers(2) == 2
     assert default_workers(64) == 8
+
+
+def test_access_log_is_off_unless_asked() -> None:
+    assert load_config({}).access_log is False
+    assert load_config({"APP_ACCESS_LOG": "1"}).access_log is True
+    assert load_config({"APP_ACCESS_LOG": "false"}).access_log is False
+    with pytest.raises(ConfigError, match="APP_ACCESS_LOG must be 0, 1, true or false"):
+        load_config({"APP_ACCESS_LOG": "yes please"})
+
+
+def test_granian_command_line_follows_the_config() -> None:
+    cfg = load_config({"APP_PORT": "8081", "APP_WORKERS": "3", "APP_THREADS": "6"})
+    argv = granian_argv(cfg, executable="/nonexistent/bin/python3")
+    assert argv[0] == "granian" and argv[-1] == "prodstack_app.web:create_app"
+    pairs = dict(itertools.pairwise(argv[1:-1]))
+    assert pairs["--port"] == "8081" and pairs["--interface"] == "wsgi"
+    assert pairs["--workers"] == "3" and pairs["--blocking-threads"] == "6"
+    assert "--factory" in argv and "--respawn-failed-workers" in argv
 
 
 def test_deadline_budget_uses_remaining_time() -> None:

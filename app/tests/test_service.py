@@ -1,4 +1,4 @@
-"""Integration tests: real gunicorn, real Redis, real PostgreSQL."""
+"""Integration tests: the app under real Granian, real Redis, real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 
+from prodstack_app.deps import IdleCheck
+
 from .conftest import (
     APP_DIR,
-    GUNICORN,
+    PG_PASSWORD,
+    SERVE,
     App,
     Blackhole,
     PostgresServer,
@@ -99,7 +103,47 @@ def test_request_id_echoed_and_logged(app: App) -> None:
     assert line["method"] == "GET" and line["path"] == "/health" and line["status"] == 200
     assert line["remote_addr"] == "127.0.0.1"
     assert {"ts", "level", "duration_ms"} <= line.keys()
-    assert "GET /health" not in app.err.read_text()  # gunicorn access log is off
+    assert "GET /health" not in app.err.read_text()  # Granian's own access log is off
+
+
+def log_lines(app: App) -> list[dict[str, object]]:
+    return [json.loads(raw) for raw in app.out.read_text().splitlines()]
+
+
+def test_access_log_off_logs_only_failures(
+    tmp_root: Path, redis_server: RedisServer, pg_server: PostgresServer, secrets: dict[str, str]
+) -> None:
+    # Redis's port points nowhere, so / answers 503; /health answers 200.
+    env = {**app_env(secrets, free_port(), pg_server.port), "APP_ACCESS_LOG": "0"}
+    proc = App(tmp_root, env)
+    try:
+        proc.start()
+        assert proc.get("/health", headers={"X-Request-ID": "quiet-1"}).status_code == 200
+        assert proc.get("/", headers={"X-Request-ID": "failed-1"}).status_code == 503
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            ids = {doc.get("request_id") for doc in log_lines(proc) if doc.get("msg") == "request"}
+            if "failed-1" in ids:
+                break
+            time.sleep(0.1)
+        assert "failed-1" in ids and "quiet-1" not in ids
+    finally:
+        proc.stop()
+
+
+def test_pool_checks_only_idle_connections(pg_server: PostgresServer) -> None:
+    now = [0.0]
+    idle = IdleCheck(5.0, clock=lambda: now[0])
+    params = {"host": "127.0.0.1", "port": pg_server.port, "user": "app",
+              "password": PG_PASSWORD, "dbname": "app", "autocommit": True}  # fmt: skip
+    with psycopg.connect(**params) as conn, psycopg.connect(**params) as admin:
+        idle.returned(conn)
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        now[0] = 1.0
+        idle.check(conn)  # returned a second ago: no round trip, so the dead backend goes unseen
+        now[0] = 10.0
+        with pytest.raises(psycopg.OperationalError):
+            idle.check(conn)  # idle for 10 s: checked, and found dead
 
 
 def test_healthcheck_script(app: App) -> None:
@@ -217,7 +261,7 @@ def test_blackholed_dependency_answers_in_time(
 def test_bad_config_exits_fast_with_one_line(env: dict[str, str], variable: str) -> None:
     start = time.monotonic()
     proc = subprocess.run(
-        [GUNICORN, "-c", str(APP_DIR / "gunicorn.conf.py")],
+        SERVE,
         cwd=APP_DIR,
         env={**os.environ, "APP_PORT": str(free_port()), **env},
         capture_output=True,

@@ -170,9 +170,9 @@ class Target:
         wait_for(lambda: get(url + "/").ok, 120)
         return healthy, time.monotonic() - start
 
-    def gunicorn_processes(self) -> dict[int, int]:
-        """PID -> parent PID (in the app container) of gunicorn's master and workers, found by
-        process name: not docker-init, whose command line names gunicorn too, nor this probe."""
+    def server_processes(self) -> dict[int, int]:
+        """PID -> parent PID (in the app container) of the app server's (Granian's) main
+        process and workers, found by process name: not docker-init, nor this probe."""
         script = (
             "import os\n"
             "for p in filter(str.isdigit, os.listdir('/proc')):\n"
@@ -181,19 +181,19 @@ class Target:
             "    except OSError:\n"
             "        continue\n"
             "    name, fields = stat[stat.index('(') + 1:].rsplit(')', 1)\n"
-            "    if name == 'gunicorn':\n"
+            "    if name == 'granian':\n"
             "        print(p, fields.split()[1])\n"
         )
         out = self.docker("exec", APP, "python3", "-c", script).split()
         return {int(pid): int(ppid) for pid, ppid in zip(out[::2], out[1::2], strict=True)}
 
-    def gunicorn_master(self) -> int:
-        """gunicorn's master: the child of docker-init (PID 1)."""
-        (master,) = [pid for pid, ppid in self.gunicorn_processes().items() if ppid == 1]
+    def server_master(self) -> int:
+        """Granian's main process: the child of docker-init (PID 1)."""
+        (master,) = [pid for pid, ppid in self.server_processes().items() if ppid == 1]
         return master
 
-    def gunicorn_pids(self) -> list[int]:
-        return sorted(self.gunicorn_processes())
+    def server_pids(self) -> list[int]:
+        return sorted(self.server_processes())
 
     def app_ready(self) -> bool:
         """The app's own /health answers (inside its container, not through NGINX)."""

@@ -30,7 +30,7 @@ def test_01_app_process_killed(case: Case, target: Target, url: str) -> None:
     """1. App main process killed."""
     nginx = target.inspect(NGINX)["State"]
     app = target.inspect(APP)
-    master = target.gunicorn_master()
+    master = target.server_master()
     with Traffic(url + "/") as t:
         time.sleep(2)
         killed = time.time()
@@ -47,7 +47,7 @@ def test_01_app_process_killed(case: Case, target: Target, url: str) -> None:
     back = recovery(t, killed)
     nginx_after = target.inspect(NGINX)["State"]
     case.done = (
-        f"`kill -9` of gunicorn's master (PID {master} in the container; PID 1 is "
+        f"`kill -9` of Granian's main process (PID {master} in the container; PID 1 is "
         f"docker-init) with {RATE:.0f} req/s on `/`"
     )
     case.expected = "restart policy restarts the app; NGINX untouched; JSON 502/503 meanwhile"
@@ -105,7 +105,7 @@ def test_09_unhealthy_container_watchdog(case: Case, target: Target, url: str) -
     assert target.sh("systemctl", "is-active", "prodstack-watchdog.timer").strip() == "active"
     others = {n: v for n, v in target.identity().items() if n != APP}
     started = target.inspect(APP)["State"]["StartedAt"]
-    pids = target.gunicorn_pids()
+    pids = target.server_pids()
     start = time.monotonic()
     seen_unhealthy: list[float] = []
 
@@ -115,7 +115,7 @@ def test_09_unhealthy_container_watchdog(case: Case, target: Target, url: str) -
             seen_unhealthy.append(time.monotonic() - start)
         return bool(c["State"]["StartedAt"] != started)
 
-    # Every gunicorn process frozen: /health times out, nothing inside can heal itself. After
+    # Every Granian process frozen: /health times out, nothing inside can heal itself. After
     # case 7 Docker may no longer run the app's healthcheck (its status stays "healthy"): then
     # the watchdog's own probe of the check must catch it.
     target.docker("exec", APP, "sh", "-c", "kill -STOP " + " ".join(map(str, pids)))
@@ -131,7 +131,7 @@ def test_09_unhealthy_container_watchdog(case: Case, target: Target, url: str) -
     deferred = sum(1 for line in journal.splitlines() if "prodstack-app" in line and "overloaded" in line)
     untouched = {n: v for n, v in target.identity().items() if n != APP} == others
     case.done = (
-        "SIGSTOP of every gunicorn process (liveness /health fails, container keeps running); "
+        "SIGSTOP of every Granian process (liveness /health fails, container keeps running); "
         "host watchdog = systemd timer every 15 s, restart after 60 s and 2 failed passes of its own check"
     )
     case.expected = "watchdog restarts the unhealthy app; others untouched; healthy again"

@@ -32,7 +32,7 @@ def dependency_outage(target: Target, url: str, container: str) -> dict[str, Any
     """Stop `container` for OUTAGE s under traffic, start it; collect the figures."""
     dep = container.removeprefix("prodstack-")
     master, app_started = (
-        target.gunicorn_master(),
+        target.server_master(),
         target.inspect(APP)["State"]["StartedAt"],
     )
     with Traffic(url + "/") as t:
@@ -65,7 +65,7 @@ def dependency_outage(target: Target, url: str, container: str) -> dict[str, Any
         "visits_after": min(int(r.body["visits"]) for r in ok_after if r.body),
         "rows_before": (int(rows_before[0]), int(rows_before[1])),
         "same_process": (
-            target.gunicorn_master(),
+            target.server_master(),
             target.inspect(APP)["State"]["StartedAt"],
         )
         == (master, app_started),
