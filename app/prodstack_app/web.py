@@ -55,10 +55,9 @@ def create_app(cfg: Config | None = None) -> Flask:
     redis_dep = RedisDep(cfg)
     pg_dep = PostgresDep(cfg, hostname)
     pg_dep.open()
-    checker = Checker(max_workers=2 * cfg.threads)
+    checker = Checker()
 
     def _close() -> None:
-        checker.close()
         redis_dep.close()
         pg_dep.close()
 

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 import requests
 
-from prodstack_app.deps import IdleCheck
+from prodstack_app.config import load_config
+from prodstack_app.deps import Deadline, DeadlineConnection, IdleCheck, RedisDep
 
 from .conftest import (
     APP_DIR,
     PG_PASSWORD,
+    REDIS_PASSWORD,
     SERVE,
     App,
     Blackhole,
@@ -144,6 +147,39 @@ def test_pool_checks_only_idle_connections(pg_server: PostgresServer) -> None:
         now[0] = 10.0
         with pytest.raises(psycopg.OperationalError):
             idle.check(conn)  # idle for 10 s: checked, and found dead
+
+
+def test_postgres_wait_ends_at_the_deadline(pg_server: PostgresServer) -> None:
+    # libpq has no client-side timeout: a server that stops answering mid-query (here it is
+    # only slow) must not hold the request past its deadline.
+    with DeadlineConnection.connect(host="127.0.0.1", port=pg_server.port, user="app",
+                                    password=PG_PASSWORD, dbname="app") as conn:  # fmt: skip
+        conn.wait_until = time.monotonic() + 0.5
+        start = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match="before the deadline"):
+            conn.execute("SELECT pg_sleep(5)")
+        assert time.monotonic() - start < 1.5
+        assert conn.closed  # mid-query, so useless: the pool will drop it
+
+
+def test_redis_read_ends_at_the_deadline(
+    redis_server: RedisServer, secrets: dict[str, str]
+) -> None:
+    env = {**app_env(secrets, redis_server.port, 1), "APP_DEP_TIMEOUT": "0.5"}
+    dep = RedisDep(load_config(env))
+    admin = redis.Redis(host="127.0.0.1", port=redis_server.port, password=REDIS_PASSWORD)
+    dep.visit(Deadline(1.8))  # connected
+    admin.client_pause(3000, all=False)  # writes (INCR) wait; the admin's unpause does not
+    try:
+        start = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            dep.visit(Deadline(1.8))
+        assert time.monotonic() - start < 1.2
+    finally:
+        admin.client_unpause()
+        admin.close()
+    assert dep.visit(Deadline(1.8))["visits"] > 0  # the connection was dropped, a new one works
+    dep.close()
 
 
 def test_healthcheck_script(app: App) -> None:
