@@ -49,3 +49,22 @@ def test_role_runs_alone_and_changes_nothing(host: Any, role: str) -> None:
     }
     for other, task in main_tasks.items():
         assert (task in output) == (other == role), f"--tags {role}: {task!r} ran: {other == role}"
+
+
+def test_release_tag_runs_the_images_and_the_app_only(host: Any) -> None:
+    """`--tags release`, the short way to ship a new app version: the images (a changed one
+    is built and shipped) and the app's release, nothing else; nothing changes here."""
+    name = host.backend.get_hostname()
+    output, recap = run_site(os.environ["MOLECULE_INVENTORY_FILE"], "--tags", "release", "--limit", name)
+    assert name in recap and "changed=0" in recap and "failed=0" in recap, recap
+    assert {"stack_images", "app"} <= set(TASK.findall(output))
+    assert "app : Run the release" in output
+    others = ["postgres", "redis", "nginx", "stack_watchdog"]
+    main_tasks = {
+        "postgres": "postgres : Run the PostgreSQL container",
+        "redis": "redis : Run the Redis container",
+        "nginx": "nginx : Run the NGINX container",
+        "stack_watchdog": "stack_watchdog : Install the watchdog script",
+    }
+    for other in others:
+        assert main_tasks[other] not in output, f"--tags release ran {main_tasks[other]!r}"
