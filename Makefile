@@ -220,8 +220,9 @@ stage-vm-disk:
 	@scripts/stage.sh vm-disk 420 $(MAKE) --no-print-directory vm-disk
 
 # Tests and the bench write their reports to out/ (ignored); this copies the ones present
-# into docs/, so a tracked document changes only when someone asks for it.
-REPORTS := RESILIENCE.md PERFORMANCE.md SWARM-RESULTS.md
+# into docs/, so a tracked document changes only when someone asks for it. performance.png is
+# the bench's chart, which PERFORMANCE.md links beside it.
+REPORTS := RESILIENCE.md PERFORMANCE.md SWARM-RESULTS.md performance.png
 docs:
 	@found=0; for r in $(REPORTS); do \
 	  if [ -f out/$$r ]; then cp out/$$r docs/$$r && echo "docs/$$r <- out/$$r" && found=1; fi; \

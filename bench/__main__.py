@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -12,9 +11,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import APP_HEALTH_PATH, BENCH, free_port, http_status, log, wait_status
+from bench.common import (
+    APP_HEALTH_PATH,
+    BENCH,
+    CONNECTIONS,
+    DURATION,
+    WARMUP,
+    WRK_THREADS,
+    free_port,
+    http_status,
+    log,
+    run,
+    wait_status,
+)
 from bench.images import baseline_files, build_image, load_into
 from bench.load import measure, nginx_alone, recovery
+from bench.release import release_timeline
 from bench.report import machine, write_report
 from bench.target import Target
 
@@ -29,7 +41,17 @@ def full_run() -> int:
     prefix = f"bench-{os.getpid()}-{int(time.time()) % 100000}"
     port = free_port()
     target = Target(prefix, port, free_port(), workdir)
-    res: dict[str, Any] = {"wrk": {}, "converge": {}, "machine": m}
+    res: dict[str, Any] = {
+        "wrk": {},
+        "converge": {},
+        "machine": m,
+        "settings": {
+            "duration": DURATION,
+            "warmup": WARMUP,
+            "threads": WRK_THREADS,
+            "connections": CONNECTIONS,
+        },
+    }
     keep = os.environ.get("BENCH_KEEP") == "1"
     try:
         baseline_ref = build_image("bench/baseline", baseline_files(), workdir)
@@ -39,12 +61,12 @@ def full_run() -> int:
 
         res["converge"]["cold"] = target.converge("cold", logdir)
         res["converge"]["warm"] = target.converge("warm", logdir)
-        res["app_image"] = target.sh("docker", "inspect", "-f", "{{.Config.Image}}", "prodstack-app").strip()
-        envs = target.sh(
-            "docker", "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", "prodstack-app"
-        )
-        sizing = dict(re.findall(r"^APP_(WORKERS|THREADS)=(\d+)$", envs, re.M))
-        res["app_sizing"] = f"gunicorn {sizing.get('WORKERS')} workers x {sizing.get('THREADS')} threads"
+        app = target.app_container()  # prodstack-app-<release id>
+        res["app_container"] = app
+        res["app_image"] = target.sh("docker", "inspect", "-f", "{{.Config.Image}}", app).strip()
+        sizing = target.app_sizing(app)
+        res["app_server"] = sizing
+        res["app_sizing"] = sizing["text"]
 
         wait_status(target.url + "/", timeout=60)
         log("request path: deployed stack")
@@ -63,6 +85,9 @@ def full_run() -> int:
         res["recovery"] = recovery(target, logdir)
         log(f"  recovery: {res['recovery']}")
 
+        log("release timeline: a one-line app change, built from a folder, live through NGINX")
+        res["release"] = release_timeline(target, logdir, workdir, f"bench.{run_id.replace('-', '.')}")
+
         log("baseline: the seed's way, deployed the same way")
         load_into(target, baseline_ref)
         res["converge"]["baseline"] = target.converge(
@@ -71,6 +96,11 @@ def full_run() -> int:
             {"app_image": baseline_ref, "stack_images_build": ["nginx", "redis", "postgres"]},
         )
         wait_status(target.url + "/", timeout=60)
+        res["baseline_container"] = base_app = target.app_container()
+        # The seed's way reads no sizing: Flask's development server, one process.
+        res["baseline_sizing"] = (
+            f"{target.app_sizing(base_app)['server']}: Flask's development server, one process"
+        )
         res["wrk"]["baseline-root"] = measure(
             target, "/", logdir, "baseline-root", before=target.truncate_visits
         )
@@ -95,6 +125,10 @@ def full_run() -> int:
         else:
             log(f"removing {target.name}")
             target.down()
+            # The one-off image of the release timeline (its app/ copy); the stack's own stay.
+            one_off = res.get("release", {}).get("image")
+            if one_off and one_off != res.get("app_image"):
+                run(["docker", "rmi", one_off], check=False)
         shutil.rmtree(workdir, ignore_errors=True) if not keep else None
         (logdir / "results.json").write_text(json.dumps(res, indent=1, default=str))
 
@@ -104,7 +138,7 @@ def full_run() -> int:
 def main(argv: list[str]) -> int:
     if len(argv) > 1 and argv[0] == "render":  # re-render a run's results.json (e.g. after levers)
         raw = json.loads(Path(argv[1]).read_text())
-        raw["wrk"] = {k: {int(c): r for c, r in v.items()} for k, v in raw["wrk"].items()}
+        raw["wrk"] = {k: {int(c): r for c, r in v.items()} for k, v in raw.get("wrk", {}).items()}
         return write_report(raw)
     if len(argv) > 1 and argv[0] == "ansible-levers":
         from bench.levers.experiments import ansible_main

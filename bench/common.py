@@ -43,10 +43,18 @@ TARGET_IMAGE = "prodstack/molecule-target:bookworm"
 APP_HEALTH_PATH = "/app-health"
 
 
+# The file the app role's release switch writes: `set $prodstack_release <release id>;`.
+RELEASE_FILE = "/etc/prodstack/nginx/conf.d/app-release.inc"
+
+
+# Poll interval of the release timeline (GET / through NGINX), seconds.
+POLL_INTERVAL = 0.1
+
+
 APP_HEALTH_LOCATION = """
-    # Added by the bench (bench/target.py): the app's own /health through NGINX (benchmark only).
+    # Added by the bench (bench/target.py): the app's own /health through NGINX (benchmark only),
+    # to the live release ($app_upstream, set by the release file).
     location = /app-health {
-        set $app_upstream http://app:5000;
         rewrite ^ /health break;
         proxy_pass $app_upstream;
         proxy_http_version 1.1;

@@ -69,6 +69,9 @@ def app_variant_files(gunicorn_conf: Path) -> list[tuple[str, Path]]:
         ):
             continue
         files.append((rel, gunicorn_conf if rel == "gunicorn.conf.py" else p))
+    if not (ROOT / "app" / "gunicorn.conf.py").exists():
+        # The app no longer serves with gunicorn: such a lever would build app/ unchanged.
+        raise RuntimeError("app/ has no gunicorn.conf.py to replace: this lever no longer applies")
     return files
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.common import CONNECTIONS, DURATION, WARMUP, WRK_THREADS, http_status, log, run, wait_status
 from bench.target import Target
 
+NGINX = "prodstack-nginx"
+# The stack_watchdog role's CLI on the target (hold/unhold: a container stopped on purpose).
+WATCHDOG = "/usr/local/sbin/prodstack-watchdog"
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
@@ -45,7 +50,12 @@ def wrk(url: str, conns: int, duration: int, logdir: Path | None = None, label: 
 
 
 def measure(
-    target: Target, path: str, logdir: Path, label: str, before=None, base: str | None = None
+    target: Target,
+    path: str,
+    logdir: Path,
+    label: str,
+    before: Callable[[], None] | None = None,
+    base: str | None = None,
 ) -> dict[int, dict[str, Any]]:
     url = (base or target.url) + path
     out: dict[int, dict[str, Any]] = {}
@@ -63,16 +73,20 @@ def measure(
 
 
 def nginx_alone(target: Target, logdir: Path) -> dict[int, dict[str, Any]]:
-    """The stack's NGINX image alone (its baked-in config, no backend), same target and port."""
-    image = target.sh("docker", "inspect", "-f", "{{.Config.Image}}", "prodstack-nginx").strip()
-    target.sh("docker", "stop", "prodstack-nginx")
+    """The stack's NGINX image alone (its baked-in config, no backend), same target and port.
+    The stack's NGINX is held meanwhile, so the watchdog does not start it again."""
+    image = target.sh("docker", "inspect", "-f", "{{.Config.Image}}", NGINX).strip()
+    target.sh(WATCHDOG, "hold", NGINX, "--reason", "bench: NGINX image alone", "--by", "bench",
+              "--until-reboot", check=False)  # fmt: skip
+    target.sh("docker", "stop", NGINX)
     try:
         target.sh("docker", "run", "-d", "--name", "bench-nginx-alone", "--init", "-p", "8080:8080", image)
         wait_status(target.url + "/health", timeout=60)
         return measure(target, "/health", logdir, "nginx-alone-health")
     finally:
         target.sh("docker", "rm", "-f", "bench-nginx-alone", check=False)
-        target.sh("docker", "start", "prodstack-nginx")
+        target.sh("docker", "start", NGINX)
+        target.sh(WATCHDOG, "unhold", NGINX, check=False)
         wait_status(target.url + "/health", timeout=60)
 
 
@@ -85,12 +99,12 @@ def started_at(target: Target, container: str) -> float:
 
 
 def recovery(target: Target, logdir: Path) -> dict[str, float]:
-    """Remove the app container, converge (which recreates it), time the first 200 on /."""
-    target.sh("docker", "rm", "-f", "prodstack-app")
+    """Remove the live app release's container, converge (which starts a new release and
+    switches NGINX to it), time the first 200 on /."""
+    removed = target.app_container()
+    target.sh("docker", "rm", "-f", removed)
     t0_wall, t0 = time.time(), time.monotonic()
     first_200 = None
-    import threading
-
     result: dict[str, Any] = {}
 
     def _converge() -> None:
@@ -111,7 +125,7 @@ def recovery(target: Target, logdir: Path) -> dict[str, float]:
         raise result["error"]
     if first_200 is None:
         raise RuntimeError("no 200 on / within 300 s of recreating the app")
-    start = started_at(target, "prodstack-app")
+    start = started_at(target, target.app_container())
     return {
         "removed_to_200": first_200 - t0_wall,
         "started_to_200": first_200 - start,

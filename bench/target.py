@@ -5,12 +5,29 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import APP_HEALTH_LOCATION, APP_HEALTH_PATH, IMAGE_TASK_RE, ROOT, log, run, wait_status
+from bench.common import (
+    APP_HEALTH_LOCATION,
+    APP_HEALTH_PATH,
+    IMAGE_TASK_RE,
+    RELEASE_FILE,
+    ROOT,
+    log,
+    run,
+    wait_status,
+)
+
+# A line of ansible.posix.profile_tasks: "<date> (<previous task's length>)   <elapsed since start>".
+PROFILE_LINE_RE = re.compile(r"\((\d+):(\d\d):(\d\d\.\d+)\)\s+(\d+):(\d\d):(\d\d\.\d+)")
+HEADER_RE = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(.*)\]")
+# Interpreters and wrappers before the program that serves (for the sizing line of the report).
+WRAPPERS = {"docker-init", "tini", "dumb-init", "env", "exec", "--"}
 
 
 class Target:
@@ -35,13 +52,14 @@ class Target:
         self.base_vars: dict[str, Any] = {}
         self.url = f"http://127.0.0.1:{port}"
         self.tls_url = f"https://127.0.0.1:{tls_port}"
+        self.converge_started = 0.0  # time.monotonic() when the last converge started
 
     def patch_nginx(self, directives: str = "") -> None:
         """Add /app-health (and optional server directives) to the deployed server blocks.
 
-        Benchmark only, on the throwaway target: the role's template has no location that
-        proxies to the app's /health (NGINX answers /health itself). A converge puts the
-        role's file back; call this again before measuring through it.
+        Benchmark only, on the throwaway target. The role's template has `location =
+        /app-health` (the app's /health through NGINX, which answers /health itself): then
+        nothing is added unless `directives` (levers). A converge puts the role's file back.
         """
         path = "/etc/prodstack/nginx/conf.d/default.conf"
         conf = self.sh("cat", path)
@@ -57,6 +75,46 @@ class Target:
         time.sleep(1)
         wait_status(self.url + APP_HEALTH_PATH, timeout=60)
 
+    def app_container(self) -> str:
+        """The live app release's container, `prodstack-app-<release id>` (the app role runs
+        each release as its own container, labelled prodstack.role=app and prodstack.release):
+        the running one whose release NGINX serves (its release file), else the newest running."""
+        out = self.sh(
+            "docker", "ps", "--filter", "label=prodstack.role=app", "--filter", "status=running",
+            "--format", '{{.Names}} {{.Label "prodstack.release"}}',
+        )  # fmt: skip
+        rows = [(line.split() + [""])[:2] for line in out.splitlines() if line.strip()]
+        if not rows:
+            raise RuntimeError(f"no running app release (label prodstack.role=app) on {self.name}")
+        live = re.search(r"prodstack_release ([^; ]+);", self.sh("cat", RELEASE_FILE, check=False))
+        for name, release in rows:
+            if live and release == live.group(1):
+                return name
+        return max(rows, key=lambda r: r[1])[0]
+
+    def app_sizing(self, container: str) -> dict[str, str]:
+        """The app's sizing from the container's APP_WORKERS / APP_THREADS, and the program
+        that serves (its main process, else the image's entrypoint and command)."""
+        info = json.loads(self.sh("docker", "inspect", container))[0]
+        env = dict(e.split("=", 1) for e in info["Config"].get("Env") or [] if "=" in e)
+        argv: list[str] = []
+        # `docker top` wants the PID column; the first process that is not Docker's init serves.
+        for line in self.sh("docker", "top", container, "-o", "pid,args", check=False).splitlines()[1:]:
+            words = line.split()[1:]
+            if words and os.path.basename(words[0]) not in WRAPPERS:
+                argv = words
+                break
+        if not argv:
+            argv = list(info["Config"].get("Entrypoint") or []) + list(info["Config"].get("Cmd") or [])
+        server = server_name(argv)
+        workers, threads = env.get("APP_WORKERS", "?"), env.get("APP_THREADS", "?")
+        return {
+            "server": server,
+            "workers": workers,
+            "threads": threads,
+            "text": f"{server or 'app'}: {workers} workers x {threads} threads",
+        }
+
     def _env(self) -> dict[str, str]:
         return dict(
             os.environ,
@@ -70,6 +128,8 @@ class Target:
 
     def down(self) -> None:
         run([str(ROOT / "scripts" / "local-target.sh"), "down"], env=self._env(), check=False, timeout=180)
+        # Molecule's state for it (local-target.sh keeps it in .cache/molecule/<target name>).
+        shutil.rmtree(ROOT / ".cache" / "molecule" / self.name, ignore_errors=True)
 
     def sh(
         self, *args: str, check: bool = True, timeout: float = 120, input_bytes: bytes | None = None
@@ -78,7 +138,11 @@ class Target:
             ["docker", "exec", "-i", self.name, *args], check=check, timeout=timeout, input_bytes=input_bytes
         )
 
-    def converge(self, label: str, logdir: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def converge(
+        self, label: str, logdir: Path, extra: dict[str, Any] | None = None, timeline: bool = False
+    ) -> dict[str, Any]:
+        """site.yml with the run's variables and `extra`; with `timeline`, each task's start
+        and length (s from the command's start) from profile_tasks in res["tasks"]."""
         varfile = self.workdir / f"vars-{label}.json"
         varfile.write_text(json.dumps({**self.base_vars, **(extra or {})}))
         env = dict(
@@ -94,16 +158,27 @@ class Target:
         cmd = ["ansible-playbook", "-i", str(self.inventory), str(ROOT / "site.yml"), "-e", f"@{varfile}"]
         log(f"converge {label}: {' '.join(cmd)}")
         start = time.monotonic()
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=1800)
+        self.converge_started = start
+        # Read line by line: when each line arrived places profile_tasks' clock on ours.
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        timer = threading.Timer(1800, proc.kill)
+        timer.start()
+        lines: list[tuple[float, str]] = []
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.append((time.monotonic() - start, raw.decode(errors="replace").rstrip("\n")))
+        rc = proc.wait()
+        timer.cancel()
         wall = time.monotonic() - start
-        out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+        out = "\n".join(line for _, line in lines) + "\n"
         (logdir / f"converge-{label}.log").write_text(out)
         res = parse_ansible(out)
-        res.update(label=label, wall=wall, rc=proc.returncode)
-        if proc.returncode != 0:
+        res.update(label=label, wall=wall, rc=rc)
+        if timeline:
+            res["tasks"] = task_timeline(lines)
+        if rc != 0:
             raise RuntimeError(
-                f"converge {label} failed (rc {proc.returncode}); log: {logdir}/converge-{label}.log\n"
-                + out[-3000:]
+                f"converge {label} failed (rc {rc}); log: {logdir}/converge-{label}.log\n" + out[-3000:]
             )
         log(f"converge {label}: {wall:.1f} s, changed={res['changed']}")
         return res
@@ -143,3 +218,50 @@ def parse_ansible(out: str) -> dict[str, Any]:
         "slowest": timings[:10],
         "over_2s": [t for t in timings if t[1] > 2.0],
     }
+
+
+def _secs(h: str, m: str, s: str) -> float:
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def task_timeline(lines: list[tuple[float, str]]) -> list[dict[str, Any]]:
+    """Each task's start and length in s from the command's start, from profile_tasks' line
+    under each task header (the playbook's elapsed time when the task started; the line
+    under the next header has this task's length). profile_tasks' clock starts after
+    Ansible's own start-up: the offset is the smallest (arrival - elapsed) over its lines."""
+    tasks: list[dict[str, Any]] = []
+    pending = ""
+    offsets: list[float] = []
+    for arrived, line in lines:
+        m = HEADER_RE.match(line)
+        if m:
+            pending = m.group(1)
+            continue
+        p = PROFILE_LINE_RE.search(line)
+        if not p:
+            continue
+        elapsed = _secs(*p.groups()[3:])
+        offsets.append(arrived - elapsed)
+        if tasks and tasks[-1]["length"] is None:
+            tasks[-1]["length"] = _secs(*p.groups()[:3])
+        if pending:
+            tasks.append({"name": pending, "start": elapsed, "length": None})
+            pending = ""
+    offset = max(0.0, min(offsets)) if offsets else 0.0
+    for t in tasks:
+        t["start"] = round(t["start"] + offset, 3)
+        t["length"] = round(t["length"] or 0.0, 3)
+    return tasks
+
+
+def server_name(argv: list[str]) -> str:
+    """The program that serves, from a command line: `python3 -m granian ...` -> granian,
+    `/venv/bin/python3 /venv/bin/gunicorn ...` -> gunicorn, `gunicorn ...` -> gunicorn."""
+    words = [w for w in argv if os.path.basename(w) not in WRAPPERS]
+    while words and re.match(r"python[\d.]*$", os.path.basename(words[0])):
+        words = words[1:]
+        while words and words[0].startswith("-") and words[0] != "-m":
+            words = words[1:]
+        if words and words[0] == "-m":
+            return words[1] if len(words) > 1 else ""
+    return os.path.basename(words[0]).removesuffix(".py") if words else ""

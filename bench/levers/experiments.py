@@ -30,7 +30,8 @@ LEVERS_DIR = Path(__file__).resolve().parent
 
 
 def _levers() -> dict[str, dict[str, Any]]:
-    return json.loads((LEVERS_DIR / "levers.json").read_text())
+    levers: dict[str, dict[str, Any]] = json.loads((LEVERS_DIR / "levers.json").read_text())
+    return levers
 
 
 CONF = "/etc/prodstack/nginx/conf.d/default.conf"
@@ -80,8 +81,9 @@ def apply(
         target.patch_nginx(lever["nginx_directives"])
     target.psql("postgres", lever.get("postgres_sql") or "ALTER DATABASE app RESET ALL")
     app_role(target, extra, logdir, label)
-    # Per-database settings reach new connections only: start the app's pools afresh.
-    target.sh("docker", "restart", "-t", "5", "prodstack-app")
+    # Per-database settings reach new connections only: start the app's pools afresh (the live
+    # release's container, prodstack-app-<release id>; a lever with other variables is a new release).
+    target.sh("docker", "restart", "-t", "5", target.app_container())
     boot = wait_status(target.url + "/", timeout=90)  # app (re)started -> first 200 on / through NGINX
     wait_status(target.url + APP_HEALTH_PATH, timeout=30)
     time.sleep(2)
