@@ -18,10 +18,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import socket
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -91,11 +94,54 @@ def describe_error(exc: BaseException) -> str:
     return msg[:200]
 
 
+# socket.getaddrinfo has no timeout, and for a stopped container Docker's DNS takes 20 s to
+# say the name is unknown (measured). Lookups run here, one per name at a time, and a
+# connection waits for its lookup at most its connect timeout.
+_resolver = ThreadPoolExecutor(max_workers=2, thread_name_prefix="resolve")
+_lookups: dict[tuple[str, int], Future[list[Any]]] = {}
+_lookups_lock = threading.RLock()  # a lookup done already runs _forget at once, inside it
+
+
+def resolve(host: str, port: int, timeout: float) -> str:
+    """The first address of `host`, or TimeoutError after `timeout` seconds."""
+    key = (host, port)
+    with _lookups_lock:
+        lookup = _lookups.get(key)
+        if lookup is None:
+            lookup = _resolver.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+            _lookups[key] = lookup
+            lookup.add_done_callback(lambda done: _forget(key, done))
+    try:
+        infos = lookup.result(timeout=timeout)
+    except FutureTimeout:
+        raise TimeoutError(f"no address for {host} within {timeout:g} s") from None
+    return str(infos[0][4][0])
+
+
+def _forget(key: tuple[str, int], done: Future[list[Any]]) -> None:
+    with _lookups_lock:
+        if _lookups.get(key) is done:
+            del _lookups[key]
+
+
+class BoundedRedisConnection(redis.Connection):
+    """redis-py's TCP connection, its name lookup bounded too (resolve)."""
+
+    def _connect(self) -> socket.socket:
+        name = self.host
+        self.host = resolve(name, self.port, self.socket_connect_timeout or 1.0)
+        try:
+            return super()._connect()  # type: ignore[no-untyped-call,no-any-return]
+        finally:
+            self.host = name
+
+
 class RedisDep:
     name = "redis"
 
     def __init__(self, cfg: Config) -> None:
         self.pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+            connection_class=BoundedRedisConnection,
             host=cfg.redis_host,
             port=cfg.redis_port,
             db=cfg.redis_db,
@@ -160,17 +206,32 @@ class IdleCheck:
 RV = TypeVar("RV")
 
 
+# The moment (monotonic) the PostgreSQL work of the request this thread serves must end by:
+# set around the pool checkout too, so the pool's check of an idle connection is bounded.
+_request = threading.local()
+
+
+@contextlib.contextmanager
+def waits_until(at: float) -> Iterator[None]:
+    """Bound every wait on PostgreSQL in this thread (DeadlineConnection) to end by `at`."""
+    _request.wait_until = at
+    try:
+        yield
+    finally:
+        _request.wait_until = None
+
+
 class DeadlineConnection(psycopg.Connection[tuple[Any, ...]]):
-    """A connection whose waits on the server end at `wait_until` (monotonic), when set.
+    """A connection whose waits on the server end by this thread's `waits_until`, when set
+    (the pool's own threads, which connect in the background, never set one).
 
     A wait that runs out closes the connection (it is mid-query, of no use to anyone) and
     raises OperationalError; the pool then drops it and opens another."""
 
-    wait_until: float | None = None
-
     def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
-        if self.wait_until is not None:
-            left = max(0.0, self.wait_until - time.monotonic())
+        until: float | None = getattr(_request, "wait_until", None)
+        if until is not None:
+            left = max(0.0, until - time.monotonic())
             timeout = left if timeout is None else min(timeout, left)
         try:
             return super().wait(gen, interval, timeout)
@@ -241,13 +302,11 @@ class PostgresDep:
 
     @contextlib.contextmanager
     def _connection(self, deadline: Deadline) -> Iterator[DeadlineConnection]:
-        """A pooled connection whose every wait ends within the deadline's budget."""
-        with self.pool.connection(timeout=deadline.budget(self.timeout)) as conn:
-            conn.wait_until = time.monotonic() + deadline.budget(self.timeout)
-            try:
-                yield conn
-            finally:
-                conn.wait_until = None
+        """A pooled connection whose every wait (the pool's check of an idle one included)
+        ends within the deadline's budget."""
+        budget = deadline.budget(self.timeout)
+        with waits_until(time.monotonic() + budget), self.pool.connection(timeout=budget) as conn:
+            yield conn
 
     def ping(self, deadline: Deadline) -> dict[str, Any]:
         with self._connection(deadline) as conn:
