@@ -56,25 +56,6 @@ def baseline_files() -> list[tuple[str, Path]]:
     return files
 
 
-def app_variant_files(gunicorn_conf: Path) -> list[tuple[str, Path]]:
-    """app/ as the app image's context, with another gunicorn.conf.py (levers only)."""
-    files = []
-    for p in sorted((ROOT / "app").rglob("*")):
-        rel = p.relative_to(ROOT / "app").as_posix()
-        if (
-            not p.is_file()
-            or rel.startswith(("tests/", "."))
-            or "__pycache__" in rel
-            or rel == "pyproject.toml"
-        ):
-            continue
-        files.append((rel, gunicorn_conf if rel == "gunicorn.conf.py" else p))
-    if not (ROOT / "app" / "gunicorn.conf.py").exists():
-        # The app no longer serves with gunicorn: such a lever would build app/ unchanged.
-        raise RuntimeError("app/ has no gunicorn.conf.py to replace: this lever no longer applies")
-    return files
-
-
 def load_into(target: Target, ref: str) -> None:
     if target.sh("docker", "image", "inspect", ref, check=False).strip() not in ("", "[]"):
         return

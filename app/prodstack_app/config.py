@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 class Config:
     port: int = 5000
     workers: int = 2
-    threads: int = 4
+    threads: int = 8
     redis_host: str = "redis"
     redis_port: int = 6379
     redis_db: int = 0
@@ -136,7 +136,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     return Config(
         port=_int(e, "APP_PORT", 5000, 1, 65535),
         workers=_int(e, "APP_WORKERS", default_workers(), 1, 64),
-        threads=_int(e, "APP_THREADS", 4, 1, 64),
+        threads=_int(e, "APP_THREADS", 8, 1, 64),
         redis_host=_str(e, "APP_REDIS_HOST", "redis"),
         redis_port=_int(e, "APP_REDIS_PORT", 6379, 1, 65535),
         redis_db=_int(e, "APP_REDIS_DB", 0, 0, 15),

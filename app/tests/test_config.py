@@ -17,7 +17,7 @@ from prodstack_app.web import request_id_from
 def test_defaults() -> None:
     cfg = load_config({})
     assert cfg.port == 5000
-    assert cfg.threads == 4
+    assert cfg.threads == 8
     assert cfg.workers == default_workers()
     assert (cfg.redis_host, cfg.redis_port, cfg.redis_db) == ("redis", 6379, 0)
     assert (cfg.postgres_host, cfg.postgres_port) == ("postgres", 5432)

@@ -4,9 +4,9 @@
 
 WORKDIR is the kept run's temp dir (printed at its end; kept.json, the inventory and the
 generated passwords). Each lever (levers.json here) is the app role re-applied with other
-variables (app-role.yml) and/or another gunicorn.conf.py (in this folder, built into a
-bench/app-lever image), NGINX server directives added to the deployed file, or a
-PostgreSQL setting; then `/` (and /app-health) at
+variables (app-role.yml; a new spec makes a new release, whose switch rewrites NGINX's
+upstream), NGINX server directives added to the deployed file, or a PostgreSQL setting;
+then `/` (and /app-health) at
 each connection count. The reference (current defaults) is measured first and last to show
 drift. Results: levers.md here (quoted by the bench's report) and bench/out/levers-*.json.
 """
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import APP_HEALTH_PATH, BENCH, CONNECTIONS, DURATION, ROOT, log, wait_status
-from bench.images import app_variant_files, build_image, load_into
 from bench.load import measure
 from bench.target import Target
 
@@ -70,10 +69,6 @@ def apply(
     target: Target, lever: dict[str, Any], app_image: str, workdir: Path, logdir: Path, label: str
 ) -> float:
     extra: dict[str, Any] = {"app_image": app_image, **lever.get("vars", {})}
-    if "gunicorn_conf" in lever:
-        ref = build_image("bench/app-lever", app_variant_files(LEVERS_DIR / lever["gunicorn_conf"]), workdir)
-        load_into(target, ref)
-        extra["app_image"] = ref
     # NGINX: back to the file as deployed (with /app-health), plus this lever's directives.
     target.sh("sh", "-c", f"cp {CONF}.bench-orig {CONF}")
     target.sh("docker", "exec", "prodstack-nginx", "nginx", "-s", "reload")

@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "molecule" / "resilience"
 # The values the roles share, read where the roles read them (roles/stack_common).
 COMMON: dict[str, Any] = yaml.safe_load((REPO / "roles/stack_common/defaults/main.yml").read_text())
+# The app role's default threads per worker: what a release has unless a case says otherwise.
+APP_THREADS: int = yaml.safe_load((REPO / "roles/app/defaults/main.yml").read_text())["app_threads"]
 UIDS: dict[str, int] = COMMON["stack_common_uids"]
 BACKEND_NET: str = COMMON["stack_common_network"]
 HOLD_DIR: str = COMMON["stack_common_hold_dir"]

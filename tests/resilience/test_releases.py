@@ -26,6 +26,7 @@ import pytest
 from plays import kill_play, start_play
 from reslib import (
     APP,
+    APP_THREADS,
     HOLD_DIR,
     NGINX,
     REPO,
@@ -210,10 +211,10 @@ def test_r4_rollback(case: Case, target: Target, url: str, variants: None) -> No
     c = cutover(url, playbook=ROLLBACK)
     env = target.inspect(APP)["Config"]["Env"]
     case.done = "`ansible-playbook playbooks/rollback.yml` (no release named: the previous one)"
-    case.expected = "the previous release (APP_THREADS=4) is live again: 0 failed requests"
+    case.expected = f"the previous release (APP_THREADS={APP_THREADS}) is live again: 0 failed requests"
     case.measured = c.figures(target, old)
     assert c.play.rc == 0, c.play.output[-3000:]
-    assert target.app() != old and "APP_THREADS=4" in env
+    assert target.app() != old and f"APP_THREADS={APP_THREADS}" in env
     assert log_tail(target)["result"] == "rolled back"
     # The cutover leaves the hold directory as the watchdog role makes it (root only), so
     # the next converge has nothing to change there (it was 0755 after a rollback).
