@@ -160,10 +160,11 @@ resilience: venv targets
 # Molecule, VM and failure stages assert timings and run alone. `make test-full` runs
 # everything at full length.
 #
-# Last fresh-clone `CI=true bash .ci/run` (2026-11-27, commit cc20b73, playbooks under
-# Mitogen): 53 min 27 s: checks 99 s (the VM disk's build; lint 27 s, app 24 s), containers
-# 186 s, molecule 155 s, swarm 315 s, vm 833 s (converge 364 s, verify 431 s), resilience
-# 1583 s. The run before Mitogen and without the VM took 3007 s.
+# Last fresh-clone `CI=true bash .ci/run` (2026-11-27, commit de8d177): 61 min 28 s, over
+# the hour: checks 106 s (the VM disk's build; lint 39 s, app 35 s), containers 197 s,
+# molecule 268 s (the roles-alone runs), swarm 335 s, vm 974 s (converge 410 s, verify 523 s,
+# a slow TCG reboot: 213 s to healthy), resilience 1769 s (cases 3-5 failed, fixed since in
+# 745b827). CI's own run of the previous stop took 3593 s.
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0): 8, a
 # converge with nothing to change under traffic (the release cases converge under traffic
