@@ -50,11 +50,12 @@ def ansible_env() -> tuple[Path, dict[str, str]]:
     return project, env
 
 
-def run_site(inventory: str, *args: str, timeout: int = 900) -> tuple[str, str]:
-    """Run the repo's site.yml against an inventory; it must succeed. Returns (output, recap)."""
+def run_site(inventory: str, *args: str, timeout: int = 900, playbook: str = "site.yml") -> tuple[str, str]:
+    """Run one of the repo's playbooks (site.yml unless named) against an inventory; it must
+    succeed. Returns (output, recap)."""
     project, env = ansible_env()
     run = subprocess.run(
-        ["ansible-playbook", "-i", inventory, str(project / "site.yml"), *args],
+        ["ansible-playbook", "-i", inventory, str(project / playbook), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -190,6 +191,15 @@ def test_root_reports_both_dependencies_and_a_growing_counter(host: Any) -> None
     assert first["checks"]["postgres"]["status"] == "ok"
     assert second["visits"] > first["visits"]
     assert second["row_id"] > first["row_id"]
+
+
+def test_live_release_records_the_version_the_app_reports(host: Any) -> None:
+    """The release's label (and so the release log and `make status`) names the version the
+    app itself reports: prodstack_app.__version__, carried by the image's OCI label."""
+    status, body = http_on_target(host, "/")
+    labels = inspect(host, "container", "prodstack-app")["Config"]["Labels"]
+    assert status == 200
+    assert labels["prodstack.version"] == json.loads(body)["version"] != "unknown"
 
 
 def test_stack_answers_from_the_machine_through_the_target(published: Callable[[str], str]) -> None:
