@@ -244,7 +244,7 @@ def test_acme_renewal_by_timer(case: Case, target: Target, pebble: Pebble) -> No
     old = served(port)
     # pebble's certificates last 5 years: renewing within 10 years of expiry makes this one due.
     due = pebble.vars(nginx_tls_acme_renew_before_days=3650)
-    res = converge("-e", due)
+    res = converge("--tags", "nginx", "-e", due)
     assert res.rc == 0, res.output[-3000:]
     assert served(port) == old  # a converge does not renew a valid certificate: the timer does
     before = target.identity()
@@ -261,7 +261,7 @@ def test_acme_renewal_by_timer(case: Case, target: Target, pebble: Pebble) -> No
     failed = [r for r in responses if not r.ok]
     check = converge("--check", "-e", due)
     case.done = (
-        "converge with nginx_tls_acme_renew_before_days=3650 (the certificate is due), then "
+        "`site.yml --tags nginx` with nginx_tls_acme_renew_before_days=3650 (the certificate is due), then "
         f"`systemctl start {UNIT}.service` under HTTPS traffic (a new TLS connection per request, chain "
         "verified against pebble's root); then `site.yml --check`"
     )
@@ -293,15 +293,15 @@ def test_acme_unmet_challenge(case: Case, target: Target, pebble: Pebble) -> Non
     old = served(port)
     before = target.identity()
     with TlsTraffic(f"https://127.0.0.1:{port}/", pebble.root) as traffic:
-        res = converge("-e", pebble.vars(nginx_tls_acme_domains=[*DOMAINS, ELSEWHERE]))
+        res = converge("--tags", "nginx", "-e", pebble.vars(nginx_tls_acme_domains=[*DOMAINS, ELSEWHERE]))
         time.sleep(2)
     flat = " ".join(res.output.split())  # the callback wraps long messages
     found = re.search(r"No certificate for .*?NGINX keeps serving the certificate it had\.", flat)
     responses = traffic.snapshot()
     failed = [r for r in responses if not r.ok]
     case.done = (
-        f"converge adding {ELSEWHERE}, which pebble's DNS points at 127.0.0.2 (nothing listens there), "
-        "under HTTPS traffic"
+        f"`site.yml --tags nginx` adding {ELSEWHERE}, which pebble's DNS points at 127.0.0.2 "
+        "(nothing listens there), under HTTPS traffic"
     )
     case.expected = (
         "the play fails naming the domain and the CA's reason; the same certificate keeps serving; no "

@@ -361,7 +361,7 @@ def test_offsite_push_over_ssh(case: Case, target: Target) -> None:
         "systemctl start ssh; ssh-keyscan -t ed25519 127.0.0.1 >> /root/.ssh/known_hosts 2>/dev/null",
     )  # fmt: skip
     original = target.sh("cat", CONFIG)
-    res = converge("-e", "stack_backup_rsync_target=offsite@127.0.0.1:/srv/offsite")
+    res = converge("--tags", "stack_backup", "-e", "stack_backup_rsync_target=offsite@127.0.0.1:/srv/offsite")
     try:
         assert res.rc == 0, res.output[-3000:]
         run = backup_now(target)
@@ -391,8 +391,8 @@ def test_offsite_push_over_ssh(case: Case, target: Target) -> None:
         write_backup_config(target, original.strip())
         target.sh("sh", "-c", "systemctl stop ssh; rm -rf /srv/offsite", check=False)
     case.done = (
-        "converge with stack_backup_rsync_target=offsite@127.0.0.1:/srv/offsite (the target's own "
-        "sshd, root's key); one scheduled run; then one with the remote's port closed"
+        "`site.yml --tags stack_backup` with stack_backup_rsync_target=offsite@127.0.0.1:/srv/offsite "
+        "(the target's own sshd, root's key); one scheduled run; then one with the remote's port closed"
     )
     case.expected = (
         "the pushed copy has the same sha256 for every file; the unreachable remote fails the unit, "

@@ -178,9 +178,10 @@ def test_r1_code_change(case: Case, target: Target, url: str, variants: None) ->
 def test_r2_env_change(case: Case, target: Target, url: str, variants: None) -> None:
     """17. The app's environment changed (app_threads)."""
     old = target.app()
-    c = cutover(url, "-e", f"app_image={V2}", "-e", "app_threads=5")
+    # The README's short way to ship (the images and the app only), under the same traffic.
+    c = cutover(url, "--tags", "release", "-e", f"app_image={V2}", "-e", "app_threads=5")
     env = target.inspect(APP)["Config"]["Env"]
-    case.done = "converge with `-e app_threads=5`"
+    case.done = "`site.yml --tags release -e app_threads=5`"
     case.expected = "a new release with APP_THREADS=5: 0 failed requests"
     case.measured = c.figures(target, old)
     assert c.play.rc == 0, c.play.output[-3000:]
@@ -193,8 +194,9 @@ def test_r3_broken_release(case: Case, target: Target, url: str, variants: None)
     """18. A release that fails its health gate."""
     old, old_id = target.app(), target.inspect(APP)["Id"]
     before = set(target.releases())
-    c = cutover(url, "-e", f"app_image={BROKEN}", "-e", "app_threads=5", "-e", "app_gate_timeout=20")
-    case.done = "converge with `-e app_image=` a build whose /health answers 500 (gate 20 s)"
+    extra = ["-e", f"app_image={BROKEN}", "-e", "app_threads=5", "-e", "app_gate_timeout=20"]
+    c = cutover(url, "--tags", "release", *extra)
+    case.done = "`site.yml --tags release -e app_image=` a build whose /health answers 500 (gate 20 s)"
     case.expected = "the play fails naming the release; it is removed; the old one serves on: 0 failed"
     case.measured = c.figures(target, old) + f"; play rc {c.play.rc}"
     assert c.play.rc != 0
