@@ -34,6 +34,13 @@ MAIN_TASKS = {
     "app": "app : Run the release",
     "stack_watchdog": "stack_watchdog : Install the watchdog script",
 }
+# What every run does whatever --tags says: take and release the deploy lock, and run each
+# role's preflight (its checks, not only the argument validation Ansible always runs).
+EVERY_RUN = [
+    "stack_lock : Take the deploy lock (waits while another run holds it)",
+    "stack_lock : Release the deploy lock (only when this run holds it)",
+    "nginx : Check the published ports",
+]
 # "TASK [role : name]" headers, as the default callback prints them.
 TASK = re.compile(r"^TASK \[(\w+) : ", re.M)
 
@@ -48,6 +55,7 @@ def test_role_runs_alone_and_changes_nothing(host: Any, role: str) -> None:
     # the image references) and what the role itself calls (the app's cutover reloads NGINX
     # through the nginx role's tasks; a release's gate is the app's).
     assert role in ran, sorted(ran)
+    assert [task for task in EVERY_RUN if task not in output] == []
     for other, task in MAIN_TASKS.items():
         assert (task in output) == (other == role), f"--tags {role}: {task!r} ran: {other == role}"
 
@@ -59,5 +67,6 @@ def test_release_tag_runs_the_images_and_the_app_only(host: Any) -> None:
     output, recap = run_site(os.environ["MOLECULE_INVENTORY_FILE"], "--tags", "release", "--limit", name)
     assert name in recap and "changed=0" in recap and "failed=0" in recap, recap
     assert {"stack_images", "app"} <= set(TASK.findall(output))
+    assert [task for task in EVERY_RUN if task not in output] == []
     for other, task in MAIN_TASKS.items():
         assert (task in output) == (other == "app"), f"--tags release: {task!r} ran: {other == 'app'}"
