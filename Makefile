@@ -172,8 +172,7 @@ resilience: venv targets
 # (the VM stage reboots a real VM at rest, cases 15 and 29 reboot this target); 8, a converge
 # with nothing to change under traffic (the release cases converge under traffic with
 # changes); 10, log rotation at work (the default scenario checks each container's
-# settings); 23, a reboot in the middle of a release (the full VM scenario's too; case 21
-# takes over a killed run's lock); 34, the restart costs the README quotes. Cases 17, 18
+# settings); 34, the restart costs the README quotes. Cases 17, 18
 # (releases), 30 (backups) and 32, 33 (ACME) converge with the --tags of the role they
 # change, as an operator would; 16, 31 and the rest run the whole site.yml.
 #

@@ -20,7 +20,7 @@ cd "$here"
 # of every image layer (each several minutes under TCG), the steady-state window before the
 # reboot (the one after it watches the same services on the same VM, just booted), and the
 # two reboots in the middle of something (a cut watchdog restart, a release), which the
-# container target's case 15 and `make test-full`'s case 23 prove too.
+# container target's cases 15 and 23 prove in make test.
 SMOKE='test_stack or backend or nginx_reachable or apparmor or cgroup or exposes_only or reboot_brings'
 run=${PRODSTACK_RUN_ID:-v$(date +%s)$$}
 
