@@ -161,11 +161,11 @@ resilience: venv targets
 # release switches) and runs alone; two of them at once on 2 cores would measure each
 # other. `make test-full` runs everything at full length.
 #
-# Last fresh-clone `CI=true bash .ci/run` (2026-11-27, commit de8d177): 61 min 28 s, over
-# the hour: checks 106 s (the VM disk's build; lint 39 s, app 35 s), containers 197 s,
-# molecule 268 s (the roles-alone runs), swarm 335 s, vm 974 s (converge 410 s, verify 523 s,
-# a slow TCG reboot: 213 s to healthy), resilience 1769 s (cases 3-5 failed, fixed since in
-# 745b827). CI's own runs: 3593 s (stop 14), 3863 s (stop 15), both one after the other.
+# Fresh-clone `CI=true bash .ci/run` runs of 2026-11-27 (stages in s):
+#   de8d177 (before the cuts): 3688 s; checks 106, containers 197, molecule 268, swarm 335,
+#     vm 974, resilience 1769. CI's own runs: 3593 s (stop 14), 3863 s (stop 15).
+#   29f4d12 (the cuts, case 23 out): checks 113, containers 206, molecule 318, swarm 337,
+#     vm 678; resilience failed at case 29 (see test_watchdog.py's case 23), so no total.
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
