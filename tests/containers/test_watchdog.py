@@ -58,6 +58,7 @@ class Watchdog:
             "state_file": str(tmp / "state" / "state.json"),
             "volatile_hold_dir": str(tmp / "run-hold"),
             "hold_dir": str(tmp / "hold"),
+            "boot_marker": str(tmp / "run" / "boot"),
             **settings,
         }
         self.config.write_text(json.dumps(self.settings))
@@ -124,6 +125,29 @@ def test_stopped_container_is_started_unless_held(containers: Callable[..., str]
     assert f"{name} is exited (exit code " in proc.stdout and "and not held: starting it" in proc.stdout
     assert Stack.inspect(name)["State"]["Running"]
     assert wd.status()[name]["watchdog_actions_last_hour"] == 1
+
+
+def test_reboot_gives_a_fresh_budget(containers: Callable[..., str], tmp_path: Path) -> None:
+    """A budget spent before a reboot does not keep a stopped service down after it.
+
+    The boot marker lives under /run on a host; removing it here is what a reboot does to it.
+    """
+    name = containers("reboot")
+    wd = Watchdog(tmp_path, budget=1)
+    docker("stop", "-t", "1", name)
+    assert wd.run().returncode == 0 and Stack.inspect(name)["State"]["Running"]
+    docker("stop", "-t", "1", name)
+    spent = wd.run()
+    assert spent.returncode == 1 and "restart budget spent" in spent.stdout, spent.stdout
+    assert not Stack.inspect(name)["State"]["Running"], "started beyond the budget"
+    assert wd.status()[name]["budget_spent"] is True
+    (tmp_path / "run" / "boot").unlink()
+    proc = wd.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "and not held: starting it" in proc.stdout
+    assert Stack.inspect(name)["State"]["Running"]
+    row = wd.status()[name]
+    assert row["watchdog_actions_last_hour"] == 2 and row["budget_spent"] is True
 
 
 def test_operation_hold_lives_in_its_own_directory(containers: Callable[..., str], tmp_path: Path) -> None:

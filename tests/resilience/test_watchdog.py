@@ -130,9 +130,10 @@ def test_15_reboot_after_cut_restart(case: Case, target: Target, url: str) -> No
 
 
 # In `make test` too, though the full VM scenario reboots mid-release as well: its release
-# is the one case 29 finds live. Without it, case 29's app is the first release, which the
-# watchdog already started or restarted in cases 9 and 15 within the hour: its restart budget
-# (3 an hour) is spent and it stays down after the reboot (found in a fresh-clone run).
+# is the one case 29 finds live. Without it, case 29's app was the first release, which the
+# watchdog had started or restarted in cases 9 and 15 within the hour; with the budget spent
+# it stayed down after the reboot (a fresh-clone run). A reboot now starts a fresh budget
+# (tests/containers/test_watchdog.py), and this case keeps case 29 on a release of its own.
 def test_23_reboot_during_release(case: Case, target: Target, url: str) -> None:
     """23. Reboot in the middle of a release."""
     visits = int(get(url + "/").body["visits"])  # type: ignore[index]

@@ -23,6 +23,10 @@ by a reboot leaves it down for good). Each pass, for every container labelled
   off after each restart, and stops at a restart budget per container per hour, saying so
   on every pass until an operator acts.
 
+A reboot gives every container a fresh budget: the boot itself restarted everything, and a
+budget spent before it would leave a service down that only needs starting. The boot is
+told by a marker under /run (a tmpfs emptied at boot, on a VM and on a systemd container).
+
 Settings come from a JSON file (the role writes it); state (failures seen, actions taken)
 is kept in a JSON file beside the holds so it survives a reboot. One log line per decision
 (journalctl -u prodstack-watchdog). Exit 1 when an action failed or a budget is spent.
@@ -36,6 +40,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "data_window": 300,  # the same for a data service: it must not answer at all this long
     "min_failed_passes": 2,  # consecutive passes whose own check failed
     "probe_timeout": 20,  # s the watchdog's own run of a container's check may take
-    "budget": 3,  # restarts (and starts) per container per hour
+    "budget": 3,  # restarts (and starts) per container per hour since the host booted
     "backoff": 60,  # s after a restart before the next; doubled each time within the hour
     "max_load": 2.0,  # 1-minute load average per CPU above which restarts wait
     "max_cpu_pressure": 60.0,  # % of time tasks waited for a CPU (PSI some avg10) above which they wait
@@ -60,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "state_file": "/var/lib/prodstack/watchdog/state.json",
     "hold_dir": "/var/lib/prodstack/hold",  # holds that outlive a reboot (an operator's, a retired release)
     "volatile_hold_dir": "/run/prodstack/hold",  # holds for one operation (a restore): gone at boot
+    "boot_marker": "/run/prodstack/watchdog/boot",  # this boot's id; gone at boot, so a new one starts
 }
 
 
@@ -147,10 +153,14 @@ def overload(max_load: float, max_pressure: float) -> str | None:
 class Memory:
     failing_since: float | None = None
     failed_passes: int = 0
-    actions: list[dict[str, Any]] = field(default_factory=list)  # {"t": epoch, "what": ..., "why": ...}
+    actions: list[dict[str, Any]] = field(default_factory=list)  # {"t": epoch, "what", "why", "boot"}
 
     def recent(self, now: float) -> list[dict[str, Any]]:
         return [a for a in self.actions if now - a["t"] < HOUR]
+
+    def counted(self, now: float, boot: str) -> list[dict[str, Any]]:
+        """The actions that count against the budget: the last hour's, since this boot."""
+        return [a for a in self.recent(now) if a.get("boot", boot) == boot]
 
     def forget_failure(self) -> None:
         self.failing_since, self.failed_passes = None, 0
@@ -196,6 +206,18 @@ def hold_of(cfg: dict[str, Any], name: str) -> dict[str, Any] | None:
     return hold if isinstance(hold, dict) else {}
 
 
+def this_boot(marker: str) -> str:
+    """An id for the current boot, kept in a file under /run that a reboot empties."""
+    path = Path(marker)
+    try:
+        return path.read_text().strip() or "unknown"
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        boot = uuid.uuid4().hex
+        path.write_text(boot + "\n")
+        return boot
+
+
 # --- one pass ------------------------------------------------------------------------------
 
 
@@ -204,6 +226,7 @@ class Watchdog:
         self.cfg = cfg
         self.now = time.time() if now is None else now
         self.state = State(Path(cfg["state_file"]))
+        self.boot = this_boot(cfg["boot_marker"])
         self.rc = 0
 
     def role(self, container: dict[str, Any]) -> str:
@@ -226,7 +249,7 @@ class Watchdog:
 
     def allowed(self, name: str, memory: Memory) -> bool:
         """The restart budget and the backoff; logs why an action must wait."""
-        recent = memory.recent(self.now)
+        recent = memory.counted(self.now, self.boot)
         if len(recent) >= self.cfg["budget"]:
             log(ERR, f"{name}: restart budget spent ({len(recent)} actions in the last hour, budget "
                      f"{self.cfg['budget']}): not acting again; an operator must look "
@@ -244,7 +267,7 @@ class Watchdog:
 
     def act(self, name: str, memory: Memory, what: str, why: str, argv: list[str]) -> None:
         log(WARNING, f"{name} {why}: {what}ing it")
-        memory.actions.append({"t": self.now, "what": what, "why": why})
+        memory.actions.append({"t": self.now, "what": what, "why": why, "boot": self.boot})
         memory.forget_failure()
         stop = self.cfg.get("stop_timeout")
         try:
@@ -335,6 +358,7 @@ class Watchdog:
 def status(cfg: dict[str, Any], as_json: bool) -> int:
     now = time.time()
     state = State(Path(cfg["state_file"]))
+    boot = this_boot(cfg["boot_marker"])
     rows = []
     for container in stack_containers(cfg["label"], cfg["roles"]):
         name = name_of(container)
@@ -347,7 +371,7 @@ def status(cfg: dict[str, Any], as_json: bool) -> int:
             "state": container["State"]["Status"],
             "health": (container["State"].get("Health") or {}).get("Status", "-"),
             "watchdog_actions_last_hour": len(recent),
-            "budget_spent": len(recent) >= cfg["budget"],
+            "budget_spent": len(memory.counted(now, boot)) >= cfg["budget"],
             "held": hold,
             "failing_since": memory.failing_since,
             "last_action": memory.actions[-1] if memory.actions else None,
