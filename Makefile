@@ -20,7 +20,7 @@ export ANSIBLE_STRATEGY_PLUGINS = $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site
 export PRODSTACK_ANSIBLE_STRATEGY = $(if $(ANSIBLE_STRATEGY_PLUGINS),mitogen_linear,linear)
 endif
 
-.PHONY: help venv engine packages images targets up down status test lint test-app \
+.PHONY: help venv venv-deploy engine packages packages-deploy images targets up down status test lint test-app \
         test-containers molecule resilience bench docs clean \
         test-full test-unit stage-lint stage-app stage-images vm vm-down molecule-vm molecule-vm-full \
         vm-disk stage-vm-disk molecule-swarm molecule-swarm-full
@@ -38,12 +38,19 @@ help:
 	@echo "make vm      deploy the stack to a real Debian 12 VM (QEMU) over SSH and print its URL"
 	@echo "make vm-down stop that VM and remove its disk overlay"
 
-$(VENV)/.installed: requirements-dev.txt app/requirements.txt
+# Two levels: deploying needs only requirements.txt (`make up` installs it in about 24 s
+# against 42 s for everything, measured with an empty pip cache); the tests add the rest.
+$(VENV)/.installed-deploy: requirements.txt
 	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-deploy requirements-dev.txt requirements.txt app/requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
+venv-deploy: $(VENV)/.installed-deploy
 
 engine:
 	@scripts/ensure-docker.sh
@@ -51,16 +58,22 @@ engine:
 packages:
 	@scripts/ensure-packages.sh
 
+# What deploying needs of Debian's packages on the controller (the offline base image, the
+# URL check): not the test servers (PostgreSQL, Redis, pebble) a user's machine has no use
+# for. 2 s to install in a bare Debian 12 container against 13 s for all of `packages`.
+packages-deploy:
+	@scripts/ensure-packages.sh debootstrap curl
+
 # The base images and the systemd "VM" images the targets boot from.
 targets: engine packages
 	@scripts/build-target-image.sh bookworm >/dev/null
 	@scripts/build-target-image.sh trixie >/dev/null
 
 # The stack's four images on this machine, built and tagged as a deploy builds them.
-images: venv engine packages
+images: venv-deploy engine packages-deploy
 	ansible-playbook playbooks/images.yml
 
-up: venv engine packages
+up: venv-deploy engine packages-deploy
 	@scripts/build-target-image.sh bookworm >/dev/null
 	@scripts/local-target.sh up
 	ansible-playbook -i inventory/local site.yml
@@ -73,7 +86,7 @@ up: venv engine packages
 down: engine
 	@scripts/local-target.sh down
 
-status: venv
+status: venv-deploy
 	ansible-playbook -i inventory/local playbooks/status.yml
 
 # Every tracked shell script and Dockerfile (found by name, so new ones are linted too).
@@ -111,7 +124,7 @@ molecule: venv targets
 # A real VM (docs/VM.md): QEMU boots a cached Debian disk; site.yml runs over SSH through an
 # inventory shaped like inventory/example. VM_SUITE=trixie, VM_DOCKER=0 pick other disks.
 VM_NAME ?= prodstack
-vm: venv engine
+vm: venv-deploy engine
 	@scripts/vm/vm.sh up $(VM_NAME)
 	@scripts/vm/vm.sh inventory $(VM_NAME) .cache/vm/run/$(VM_NAME)/inventory
 	ansible-playbook -i .cache/vm/run/$(VM_NAME)/inventory site.yml
