@@ -4,10 +4,9 @@ that NGINX refuses (the switch puts both files back and NGINX serves on as befor
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Any
 
-from test_stack import CONTAINERS, ansible_env, container_name, http_on_target, run_site
+from test_stack import CONTAINERS, container_name, http_on_target, run_site
 
 CONF = "/etc/prodstack/nginx/conf.d"
 SWITCH_FILES = ["app-release.inc", "app-upstream.inc"]
@@ -39,15 +38,12 @@ def test_a_switch_nginx_rejects_puts_both_files_back(host: Any, tmp_path: Any) -
         f"      vars:\n        nginx_switch_release: 'broken; no_such_directive'\n"
         f"        nginx_switch_upstream: '{address}'\n"
     )
-    project, env = ansible_env()
     name = host.backend.get_hostname()
     try:
-        run = subprocess.run(
-            ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", name, str(play)],
-            capture_output=True, text=True, env=env, timeout=300, check=False, cwd=project,
-        )  # fmt: skip
-        output = " ".join((run.stdout + run.stderr).split())
-        assert run.returncode != 0, output[-2000:]
+        output, _ = run_site(
+            os.environ["MOLECULE_INVENTORY_FILE"], "--limit", name, timeout=300, playbook=play, fails=True
+        )
+        output = " ".join(output.split())
         assert "NGINX rejects the config for release broken; no_such_directive" in output, output[-2000:]
         assert "unknown directive" in output, output[-2000:]  # NGINX's own words
         assert {f: host.file(f"{CONF}/{f}").content_string for f in SWITCH_FILES} == before
