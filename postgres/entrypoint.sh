@@ -7,12 +7,15 @@
 # The superuser "postgres" has no password and may log in only over the local socket as
 # the postgres OS user (peer); over TCP only the application role is accepted (scram),
 # from POSTGRES_ALLOWED_CIDR when set (the deployment sets its private network's subnet).
+# POSTGRES_MAX_CONNECTIONS (default 100, PostgreSQL's own) sizes the server for the app's
+# pools: the deployment sets it from stack_common_postgres_max_connections.
 set -eu
 
 : "${PGDATA:=/var/lib/postgresql/data}"
 db=${POSTGRES_DB:-app}
 user=${POSTGRES_USER:-app}
 socket_dir=/tmp
+max_connections=${POSTGRES_MAX_CONNECTIONS:-100}
 
 die() { echo "postgres-entrypoint: $*" >&2; exit 1; }
 
@@ -20,6 +23,9 @@ case "$db$user" in
   *[!A-Za-z0-9_]*) die "POSTGRES_DB and POSTGRES_USER may hold only letters, digits and _" ;;
 esac
 [ "$user" != postgres ] || die "POSTGRES_USER must not be the superuser 'postgres'"
+case "$max_connections" in
+  '' | *[!0-9]*) die "POSTGRES_MAX_CONNECTIONS must be a whole number, got '$max_connections'" ;;
+esac
 [ -n "${POSTGRES_PASSWORD_FILE:-}" ] || die "POSTGRES_PASSWORD_FILE is required"
 [ -r "$POSTGRES_PASSWORD_FILE" ] || die "POSTGRES_PASSWORD_FILE=$POSTGRES_PASSWORD_FILE is not readable"
 
@@ -51,4 +57,4 @@ SQL
 pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 
 exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories="$socket_dir" \
-  -c password_encryption=scram-sha-256 -c jit=off "$@"
+  -c password_encryption=scram-sha-256 -c jit=off -c max_connections="$max_connections" "$@"

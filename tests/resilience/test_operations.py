@@ -78,6 +78,8 @@ BAD_INVENTORY: list[tuple[str, str, list[str], str]] = [
     ("redis", "missing password", ["-e", '{"redis_password": ""}'], "redis_password"),
     ("app", "string for an int", ["-e", "app_workers=many"], "app_workers"),
     ("app", "unknown image", ["-e", "app_image=prodstack/app:does-not-exist"], "app_image"),
+    ("app", "pools beyond PostgreSQL's limit", ["-e", "app_workers=8", "-e", "app_threads=16"],
+     "app_postgres_max_connections"),
     ("nginx", "string for a port", ["-e", "nginx_published_port=http"], "nginx_published_port"),
     ("nginx", "port in use on the host", ["-e", "nginx_published_port=18999"], "18999"),
     ("stack_health", "timeout too short", ["-e", "stack_health_timeout=1"], "stack_health_timeout"),

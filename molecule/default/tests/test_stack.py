@@ -222,6 +222,16 @@ def test_app_database_role_is_not_a_superuser(host: Any) -> None:
     assert out.strip() == "f|f|f"
 
 
+def test_postgres_takes_the_connections_the_app_role_checked(host: Any) -> None:
+    """The server runs with stack_common_postgres_max_connections, the limit the app role's
+    preflight sized two releases' pools against."""
+    common = yaml.safe_load((ansible_env()[0] / "roles/stack_common/defaults/main.yml").read_text())
+    out = host.check_output(
+        "docker exec prodstack-postgres psql -h /tmp -U postgres -d postgres -tAc 'show max_connections'"
+    )
+    assert int(out.strip()) == common["stack_common_postgres_max_connections"]
+
+
 def test_redis_persists_append_only(host: Any) -> None:
     out = host.check_output(
         "docker exec prodstack-redis sh -c "
