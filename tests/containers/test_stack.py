@@ -290,6 +290,15 @@ def test_security_contract(stack: Stack) -> None:
             assert secret not in top, f"secret visible in the process list of {name}"
 
 
+def test_postgres_refuses_a_connection_limit_that_is_not_a_number(stack: Stack) -> None:
+    """The entrypoint names the variable before it touches any data."""
+    r = stack.docker(
+        "run", "--rm", "-e", "POSTGRES_MAX_CONNECTIONS=lots", stack.images["postgres"], check=False
+    )  # fmt: skip
+    assert r.returncode != 0
+    assert "POSTGRES_MAX_CONNECTIONS must be a whole number, got 'lots'" in r.stderr, r.stderr
+
+
 # ------------------------------------------------------------------------------------ 7
 def test_image_sizes(stack: Stack, report: Report) -> None:
     rows = []
