@@ -163,7 +163,7 @@ bench: venv engine packages
 	bench/run.sh
 
 # The timed failure tests at full length unless RESILIENCE_* say otherwise (`make test`
-# shortens the soak); write out/RESILIENCE.md (29 minutes in the last fresh-clone `make test`).
+# shortens the soak); write out/RESILIENCE.md (23 minutes in the fresh-clone `make test` of 48a9f25).
 resilience: venv targets
 	scripts/molecule-test.sh resilience bookworm
 
@@ -180,6 +180,8 @@ resilience: venv targets
 #   29f4d12 (the cuts, case 23 out): checks 113, containers 206, molecule 318, swarm 337,
 #     vm 678; resilience failed at case 29 (see test_watchdog.py's case 23), so no total.
 #   62a974e (case 23 back): CI's own run passed in 3199 s (stop 16).
+#   48a9f25: 3026 s; checks 107, containers 192, molecule 283, swarm 319, vm 702,
+#     resilience 1382.
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
