@@ -38,7 +38,7 @@ help:
 	@echo "make vm      deploy the stack to a real Debian 12 VM (QEMU) over SSH and print its URL"
 	@echo "make vm-down stop that VM and remove its disk overlay"
 
-# Two levels: deploying needs only requirements.txt (`make up` installs it in about 24 s
+# Two levels: deploying needs only requirements.txt (`make up` installs it in about 27 s
 # against 42 s for everything, measured with an empty pip cache); the tests add the rest.
 $(VENV)/.installed-deploy: requirements.txt
 	python3 -m venv $(VENV)
