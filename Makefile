@@ -181,7 +181,8 @@ resilience: venv targets
 #     vm 678; resilience failed at case 29 (see test_watchdog.py's case 23), so no total.
 #   62a974e (case 23 back): CI's own run passed in 3199 s (stop 16).
 #   48a9f25: 3026 s; checks 107, containers 192, molecule 283, swarm 319, vm 702,
-#     resilience 1382.
+#     resilience 1382. 526b88e: 3152 s; checks 106, containers 191, molecule 276,
+#     swarm 333, vm 798, resilience 1406.
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
