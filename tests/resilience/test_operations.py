@@ -79,7 +79,11 @@ BAD_INVENTORY: list[tuple[str, str, list[str], str]] = [
     ("app", "string for an int", ["-e", "app_workers=many"], "app_workers"),
     ("app", "unknown image", ["-e", "app_image=prodstack/app:does-not-exist"], "app_image"),
     ("app", "pools beyond PostgreSQL's limit", ["-e", "app_workers=8", "-e", "app_threads=16"],
-     "app_postgres_max_connections"),
+     "stack_common_postgres_max_connections"),
+    # 2 x 32 threads fit one host's cutover (2 x 64 + 10) but not a rolling update of 2 + 1 replicas.
+    ("app", "swarm replicas' pools beyond the limit",
+     ["-e", "stack_swarm_enabled=true", "-e", "stack_swarm_encrypted=false", "-e", "app_workers=2",
+      "-e", "app_threads=32"], "stack_swarm_app_replicas"),
     ("nginx", "string for a port", ["-e", "nginx_published_port=http"], "nginx_published_port"),
     ("nginx", "port in use on the host", ["-e", "nginx_published_port=18999"], "18999"),
     ("stack_health", "timeout too short", ["-e", "stack_health_timeout=1"], "stack_health_timeout"),
