@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import requests
+from conftest import docker
 
 pytestmark = pytest.mark.containers
 
@@ -110,6 +112,29 @@ def test_request_id_header_sent_once(stack: Stack) -> None:
     r = stack.get("/", headers={"X-Request-ID": f"{stack.prefix}-once"})
     assert r.status_code == 200
     assert len(r.raw.headers.getlist("X-Request-ID")) == 1, r.raw.headers.getlist("X-Request-ID")
+
+
+def test_access_log_whole_json_lines_soon(stack: Stack) -> None:
+    """NGINX buffers its access log (a write per 4 KiB, flushed each second): every request
+    still gets one whole JSON line with its request id in `docker logs` within seconds, and
+    lines written by several workers at once never tear (each write fits a pipe's atomic size)."""
+    stamp = f"{stack.prefix}-log-{time.monotonic_ns()}"
+    ids = [f"{stamp}-{i}" for i in range(300)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda rid: stack.get("/app-health", headers={"X-Request-ID": rid}), ids))
+    statuses = [r.status_code for r in answers]
+    assert statuses == [200] * len(ids), statuses
+    deadline = time.monotonic() + 5
+    while True:
+        out = docker("logs", stack.names["nginx"]).stdout
+        lines = [line for line in out.splitlines() if stamp in line]
+        if len(lines) >= len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    logged = [json.loads(line) for line in lines]
+    logged_ids = sorted(entry["request_id"] for entry in logged)
+    assert logged_ids == sorted(ids), f"{len(logged)} of {len(ids)} requests logged"
+    assert all(entry["service"] == "nginx" and entry["status"] == 200 for entry in logged), logged[:3]
 
 
 # ------------------------------------------------------------------------------------ 2
