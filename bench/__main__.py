@@ -74,9 +74,18 @@ def full_run() -> int:
         target.patch_nginx()
         res["wrk"]["app-health"] = measure(target, APP_HEALTH_PATH, logdir, "app-health")
         res["wrk"]["root"] = measure(target, "/", logdir, "root", before=target.truncate_visits)
+        res["wrk"]["root-machine"] = measure(
+            target,
+            "/",
+            logdir,
+            "root-machine",
+            before=target.truncate_visits,
+            base=target.url,
+            on_target=False,
+        )
         if http_status(target.tls_url + "/health") == 200:
             res["wrk"]["root-tls"] = measure(
-                target, "/", logdir, "root-tls", before=target.truncate_visits, base=target.tls_url
+                target, "/", logdir, "root-tls", before=target.truncate_visits, base=target.load_tls_url
             )
         log("request path: the same NGINX image alone")
         res["wrk"]["nginx-alone-health"] = nginx_alone(target, logdir)

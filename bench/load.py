@@ -26,9 +26,26 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * UNITS_MS[m.group(2)]
 
 
-def wrk(url: str, conns: int, duration: int, logdir: Path | None = None, label: str = "") -> dict[str, Any]:
+def wrk(
+    url: str,
+    conns: int,
+    duration: int,
+    logdir: Path | None = None,
+    label: str = "",
+    prefix: list[str] | None = None,
+) -> dict[str, Any]:
     threads = max(1, min(WRK_THREADS, conns))
-    cmd = ["wrk", "--latency", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", url]
+    cmd = [
+        *(prefix or []),
+        "wrk",
+        "--latency",
+        f"-t{threads}",
+        f"-c{conns}",
+        f"-d{duration}s",
+        "--timeout",
+        "5s",
+        url,
+    ]
     out = run(cmd, timeout=duration + 60)
     if logdir is not None and label:
         (logdir / f"wrk-{label}-c{conns}.txt").write_text(out)
@@ -56,15 +73,19 @@ def measure(
     label: str,
     before: Callable[[], None] | None = None,
     base: str | None = None,
+    on_target: bool = True,
 ) -> dict[int, dict[str, Any]]:
-    url = (base or target.url) + path
+    """wrk at each connection count; on the target's loopback unless on_target is false
+    (then from this machine, through `base`)."""
+    url = (base or target.load_url) + path
+    netns = target.in_netns() if on_target else []
     out: dict[int, dict[str, Any]] = {}
     for conns in CONNECTIONS:
         if WARMUP > 0:
-            wrk(url, conns, WARMUP)
+            wrk(url, conns, WARMUP, prefix=netns)
         if before is not None:
             before()
-        out[conns] = wrk(url, conns, DURATION, logdir, label)
+        out[conns] = wrk(url, conns, DURATION, logdir, label, prefix=netns)
         r = out[conns]
         log(
             f"  {label} c={conns}: {r['rps']:.0f} req/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms errors {r['errors']}"

@@ -38,6 +38,7 @@ ROWS = (
     ("app `/health` through NGINX (`/app-health`)", "app-health"),
     ("`/` (Redis INCR + PostgreSQL write, read)", "root"),
     ("`/` over HTTPS (published TLS port)", "root-tls"),
+    ("`/` from this machine (+ the test container's Docker proxy)", "root-machine"),
     ("baseline (seed's way) `/`", "baseline-root"),
     ("baseline (seed's way) app `/health`", "baseline-app-health"),
 )
@@ -57,11 +58,12 @@ def request_path(res: dict[str, Any]) -> list[str]:
         for c, r in (wrk.get(key) or {}).items():
             vs = of = ""
             if (
-                key in ("root", "root-tls", "baseline-root", "app-health", "baseline-app-health")
+                key
+                in ("root", "root-tls", "root-machine", "baseline-root", "app-health", "baseline-app-health")
                 and c in ceiling
             ):
                 of = f"{r['rps'] / ceiling[c]['rps']:.1%}"
-            if key in ("root", "root-tls", "baseline-root") and c in base:
+            if key in ("root", "root-tls", "root-machine", "baseline-root") and c in base:
                 vs = "1.0x" if key == "baseline-root" else f"**{r['rps'] / base[c]['rps']:.1f}x**"
             if key == "nginx-health" and c in alone:
                 of = f"{r['rps'] / alone[c]['rps']:.0%} of alone"
@@ -168,7 +170,8 @@ def render(m: dict[str, str], res: dict[str, Any], levers_md: str, chart: str | 
     # The run's own settings (a results.json re-rendered later keeps them).
     st = {"duration": DURATION, "warmup": WARMUP, "threads": WRK_THREADS, **res.get("settings", {})}
     L.append(
-        f"- wrk on 127.0.0.1 through the target's published NGINX port, {st['threads']} threads, "
+        f"- wrk on the target's loopback (run in its network namespace, as on a VM) through NGINX's "
+        f"published port, {st['threads']} threads, "
         f"{st['duration']} s per row after a {st['warmup']} s warm-up; `/` rows start from an empty `visits` table"
     )
     base_sizing = f" ({res['baseline_sizing']})" if res.get("baseline_sizing") else ""
