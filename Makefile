@@ -182,7 +182,9 @@ resilience: venv targets
 #   62a974e (case 23 back): CI's own run passed in 3199 s (stop 16).
 #   48a9f25: 3026 s; checks 107, containers 192, molecule 283, swarm 319, vm 702,
 #     resilience 1382. 526b88e: 3152 s; checks 106, containers 191, molecule 276,
-#     swarm 333, vm 798, resilience 1406.
+#     swarm 333, vm 798, resilience 1406. CI's own run of 1e307af: 3080 s (stop 17).
+#   6aeebab (2026-11-28): 3094 s; checks 108, containers 192, molecule 266, swarm 324,
+#     vm 765, resilience 1394.
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
