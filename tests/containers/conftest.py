@@ -110,6 +110,13 @@ def docker(
     return proc
 
 
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        time.sleep(0.3)
+
+
 def docker_available() -> tuple[bool, str]:
     if shutil.which("docker") is None:
         return False, "docker CLI not found"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import docker
+from conftest import docker, wait_until
 
 pytestmark = pytest.mark.containers
 
@@ -124,14 +124,12 @@ def test_access_log_whole_json_lines_soon(stack: Stack) -> None:
         answers = list(pool.map(lambda rid: stack.get("/app-health", headers={"X-Request-ID": rid}), ids))
     statuses = [r.status_code for r in answers]
     assert statuses == [200] * len(ids), statuses
-    deadline = time.monotonic() + 5
-    while True:
-        out = docker("logs", stack.names["nginx"]).stdout
-        lines = [line for line in out.splitlines() if stamp in line]
-        if len(lines) >= len(ids) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    logged = [json.loads(line) for line in lines]
+
+    def lines() -> list[str]:
+        return [line for line in docker("logs", stack.names["nginx"]).stdout.splitlines() if stamp in line]
+
+    wait_until(lambda: len(lines()) >= len(ids), 5, f"{len(ids)} access log lines in `docker logs`")
+    logged = [json.loads(line) for line in lines()]
     logged_ids = sorted(entry["request_id"] for entry in logged)
     assert logged_ids == sorted(ids), f"{len(logged)} of {len(ids)} requests logged"
     assert all(entry["service"] == "nginx" and entry["status"] == 200 for entry in logged), logged[:3]

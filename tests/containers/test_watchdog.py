@@ -16,18 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BASE_IMAGE, PREFIX, REPO, Stack, docker, load_script
+from conftest import BASE_IMAGE, PREFIX, REPO, Stack, docker, load_script, wait_until
 
 pytestmark = pytest.mark.containers
 SCRIPT = REPO / "roles" / "stack_watchdog" / "files" / "prodstack-watchdog.py"
 LABEL = f"{PREFIX}.role"
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting: {what}"
-        time.sleep(0.3)
 
 
 def health(name: str) -> str:
