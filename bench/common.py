@@ -12,6 +12,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +41,15 @@ DOC = Path(os.environ.get("BENCH_DOC", str(ROOT / "out" / "PERFORMANCE.md")))
 
 
 TARGET_IMAGE = "prodstack/molecule-target:bookworm"
+
+
+def role_default(role: str, name: str) -> Any:
+    """A variable's value in roles/ROLE/defaults/main.yml (a literal one: nothing templated)."""
+    path = ROOT / "roles" / role / "defaults" / "main.yml"
+    defaults = yaml.safe_load(path.read_text())
+    if name not in defaults:
+        raise RuntimeError(f"{name} not found in {path.relative_to(ROOT)}")
+    return defaults[name]
 
 
 APP_HEALTH_PATH = "/app-health"

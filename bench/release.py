@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import POLL_INTERVAL, ROOT, log
+from bench.common import POLL_INTERVAL, ROOT, log, role_default
 from bench.target import Target
 
 # The phases of a release converge, in the order they run: (name, spans), each span the
@@ -56,13 +56,11 @@ PHASES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 
 
 def stack_uid(service: str) -> str:
-    """stack_common_uids[service] from stack_common's defaults (plain YAML, read by regex)."""
-    text = (ROOT / "roles" / "stack_common" / "defaults" / "main.yml").read_text()
-    block = re.search(r"^stack_common_uids:\n((?:[ \t]+.*\n)+)", text, re.M)
-    m = re.search(rf"^\s+{service}:\s*(\d+)", block.group(1) if block else "", re.M)
-    if not m:
+    """stack_common_uids[service] from stack_common's defaults."""
+    uids = role_default("stack_common", "stack_common_uids")
+    if service not in uids:
         raise RuntimeError(f"stack_common_uids.{service} not found in roles/stack_common/defaults/main.yml")
-    return m.group(1)
+    return str(uids[service])
 
 
 def app_copy(workdir: Path, tag: str) -> tuple[Path, str, str]:

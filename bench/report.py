@@ -32,6 +32,9 @@ def fmt(x: float, nd: int = 1) -> str:
     return "n/a" if x != x else f"{x:.{nd}f}"
 
 
+# The `/` rows (compared with the baseline's) and every row compared with NGINX's own ceiling.
+ROOT_KEYS = ("root", "root-tls", "root-machine", "baseline-root")
+CEILING_KEYS = (*ROOT_KEYS, "app-health", "baseline-app-health")
 ROWS = (
     ("NGINX `/health` (ceiling), deployed stack", "nginx-health"),
     ("same NGINX image alone, no backend", "nginx-alone-health"),
@@ -57,13 +60,9 @@ def request_path(res: dict[str, Any]) -> list[str]:
     for title, key in ROWS:
         for c, r in (wrk.get(key) or {}).items():
             vs = of = ""
-            if (
-                key
-                in ("root", "root-tls", "root-machine", "baseline-root", "app-health", "baseline-app-health")
-                and c in ceiling
-            ):
+            if key in CEILING_KEYS and c in ceiling:
                 of = f"{r['rps'] / ceiling[c]['rps']:.1%}"
-            if key in ("root", "root-tls", "root-machine", "baseline-root") and c in base:
+            if key in ROOT_KEYS and c in base:
                 vs = "1.0x" if key == "baseline-root" else f"**{r['rps'] / base[c]['rps']:.1f}x**"
             if key == "nginx-health" and c in alone:
                 of = f"{r['rps'] / alone[c]['rps']:.0%} of alone"

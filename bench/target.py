@@ -19,6 +19,7 @@ from bench.common import (
     RELEASE_FILE,
     ROOT,
     log,
+    role_default,
     run,
     wait_status,
 )
@@ -55,7 +56,8 @@ class Target:
         # wrk runs on the target's own loopback, through NGINX's published ports there, as a
         # client on the VM would: the machine's port above goes through Docker's userland
         # proxy for the systemd container, which a VM does not have (it took 15-34% of a core).
-        self.load_url, self.load_tls_url = "http://127.0.0.1:8080", "https://127.0.0.1:8443"
+        self.load_url = f"http://127.0.0.1:{role_default('nginx', 'nginx_published_port')}"
+        self.load_tls_url = f"https://127.0.0.1:{role_default('nginx', 'nginx_tls_published_port')}"
         self.converge_started = 0.0  # time.monotonic() when the last converge started
 
     def patch_nginx(self, directives: str = "") -> None:
