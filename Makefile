@@ -38,11 +38,14 @@ help:
 	@echo "make vm      deploy the stack to a real Debian 12 VM (QEMU) over SSH and print its URL"
 	@echo "make vm-down stop that VM and remove its disk overlay"
 
-# Two levels: deploying needs only requirements.txt (`make up` installs it in about 27 s
-# against 42 s for everything, measured with an empty pip cache); the tests add the rest.
-$(VENV)/.installed-deploy: requirements.txt
+# Two levels: deploying needs only requirements.txt and the collections; the tests add the
+# rest. A venv made before ansible-core replaced the `ansible` package loses that package
+# first (its uninstall would remove the collections installed after it).
+$(VENV)/.installed-deploy: requirements.txt scripts/install-collections.sh
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip uninstall --quiet --disable-pip-version-check --yes ansible 2>/dev/null || true
+	scripts/install-collections.sh $(VENV)
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.installed-deploy requirements-dev.txt requirements.txt app/requirements.txt
