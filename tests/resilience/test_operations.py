@@ -86,6 +86,8 @@ BAD_INVENTORY: list[tuple[str, str, list[str], str]] = [
       "-e", "app_threads=32"], "stack_swarm_app_replicas"),
     ("nginx", "string for a port", ["-e", "nginx_published_port=http"], "nginx_published_port"),
     ("nginx", "port in use on the host", ["-e", "nginx_published_port=18999"], "18999"),
+    # A string from -e against the inventory's number: the check compares them as numbers.
+    ("nginx", "both ports the same", ["-e", "nginx_tls_published_port=8080"], "must be two different ports"),
     ("stack_health", "timeout too short", ["-e", "stack_health_timeout=1"], "stack_health_timeout"),
 ]  # fmt: skip
 
