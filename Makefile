@@ -187,7 +187,8 @@ resilience: venv targets
 #     resilience 1382. 526b88e: 3152 s; checks 106, containers 191, molecule 276,
 #     swarm 333, vm 798, resilience 1406. CI's own run of 1e307af: 3080 s (stop 17).
 #   6aeebab (2026-11-28): 3094 s; checks 108, containers 192, molecule 266, swarm 324,
-#     vm 765, resilience 1394.
+#     vm 765, resilience 1394. 5ca6f5b: 3067 s; checks 107, containers 194, molecule 285,
+#     swarm 317, vm 686, resilience 1434. CI's own run of 5ca6f5b: 3068 s (stop 18).
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
