@@ -39,7 +39,7 @@ MAIN_TASKS = {
 EVERY_RUN = [
     "stack_lock : Take the deploy lock (waits while another run holds it)",
     "stack_lock : Release the deploy lock (only when this run holds it)",
-    "nginx : Check the published ports",
+    "nginx : Check the ports, certificate and pool settings",
 ]
 # "TASK [role : name]" headers, as the default callback prints them.
 TASK = re.compile(r"^TASK \[(\w+) : ", re.M)
