@@ -189,6 +189,8 @@ resilience: venv targets
 #   6aeebab (2026-11-28): 3094 s; checks 108, containers 192, molecule 266, swarm 324,
 #     vm 765, resilience 1394. 5ca6f5b: 3067 s; checks 107, containers 194, molecule 285,
 #     swarm 317, vm 686, resilience 1434. CI's own run of 5ca6f5b: 3068 s (stop 18).
+#   23af2b2: 3059 s; checks 112, containers 204, molecule 265, swarm 321, vm 725,
+#     resilience 1401.
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
