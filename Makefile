@@ -44,7 +44,8 @@ help:
 $(VENV)/.installed-deploy: requirements.txt scripts/install-collections.sh
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(BIN)/pip uninstall --quiet --disable-pip-version-check --yes ansible 2>/dev/null || true
+	if $(BIN)/pip show --quiet ansible 2>/dev/null; then \
+	  $(BIN)/pip uninstall --quiet --disable-pip-version-check --yes ansible; fi
 	scripts/install-collections.sh $(VENV)
 	touch $@
 
