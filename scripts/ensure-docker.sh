@@ -21,6 +21,14 @@ if ! docker info >/dev/null 2>&1; then
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl start docker
   else
+    # A machine that restarted without a clean stop leaves dockerd's pid file behind, and
+    # dockerd refuses to start while it exists ("pid file found"): remove it when the pid
+    # in it is not a running dockerd.
+    pidfile=/var/run/docker.pid
+    if [ -f "$pidfile" ] && ! grep -qx dockerd "/proc/$(cat "$pidfile")/comm" 2>/dev/null; then
+      echo "ensure-docker: removing the stale $pidfile (pid $(cat "$pidfile") is not dockerd)" >&2
+      rm -f "$pidfile"
+    fi
     echo "ensure-docker: starting dockerd (log: $log)" >&2
     # setsid: the daemon must outlive the make or CI step that started it.
     setsid dockerd >"$log" 2>&1 </dev/null &
