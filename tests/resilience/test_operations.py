@@ -89,6 +89,8 @@ BAD_INVENTORY: list[tuple[str, str, list[str], str]] = [
     # A string from -e against the inventory's number: the check compares them as numbers.
     ("nginx", "both ports the same", ["-e", "nginx_tls_published_port=8080"], "must be two different ports"),
     ("stack_health", "timeout too short", ["-e", "stack_health_timeout=1"], "stack_health_timeout"),
+    ("stack_watchdog", "interval out of its range", ["-e", "stack_watchdog_interval=2"],
+     "stack_watchdog_interval must be 5..3600"),
 ]  # fmt: skip
 
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Print a short content hash of a Docker build context plus its base image ID and build args.
+"""Print a short content hash of each Docker build context plus its base image ID and build args.
 
 The hash becomes the image tag, so an image is rebuilt exactly when a file that reaches
 its build (per the context's .dockerignore), the base image or a build argument changes,
 and a second run finds every tag present and builds nothing.
 
-    context_hash.py CONTEXT_DIR 'BASE_IMAGE_ID BUILD_ARGS_JSON'
+    context_hash.py CONTEXT_DIR 'BASE_IMAGE_ID BUILD_ARGS_JSON' [CONTEXT_DIR '...' ...]
+
+One line per context, in order: one process for every image (a process each cost a converge
+about 50 ms per image).
 """
 
 import fnmatch
@@ -26,7 +29,7 @@ def ignored(rel: str, patterns: list[str]) -> bool:
     return False
 
 
-def main(context: str, base_id: str) -> None:
+def context_hash(context: str, base_id: str) -> str:
     patterns: list[str] = []
     ignore_file = os.path.join(context, ".dockerignore")
     if os.path.exists(ignore_file):
@@ -44,8 +47,15 @@ def main(context: str, base_id: str) -> None:
             digest.update(oct(os.stat(path).st_mode & 0o111).encode())
             with open(path, "rb") as fh:
                 digest.update(hashlib.sha256(fh.read()).digest())
-    print(digest.hexdigest()[:12])
+    return digest.hexdigest()[:12]
+
+
+def main(args: list[str]) -> None:
+    if len(args) % 2:
+        sys.exit("usage: context_hash.py CONTEXT_DIR 'BASE_IMAGE_ID BUILD_ARGS_JSON' [...]")
+    for context, salt in zip(args[::2], args[1::2]):
+        print(context_hash(context, salt))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1:])
