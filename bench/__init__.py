@@ -1,7 +1,7 @@
 """`make bench` (issues 5 and 14): deploy to a throwaway local target and measure, in ONE run:
 
-  * converge: cold (fresh target -> all healthy) and warm (second run) wall time, the warm
-    run's changed count, image build/load tasks that changed, tasks over 2 s and the
+  * converge: cold (fresh target -> all healthy) and three warm runs' (second to fourth run)
+    wall time, judged on their median, the first warm run's changed count, image build/load tasks that changed, tasks over 2 s and the
     slowest ten tasks (ansible.posix.profile_tasks, enabled in ansible.cfg);
   * the request path with wrk on 127.0.0.1 through the published NGINX port, at 16 and 64
     connections: NGINX's own /health (the proxy's ceiling), the app's /health through NGINX

@@ -60,7 +60,10 @@ def full_run() -> int:
         target.up()
 
         res["converge"]["cold"] = target.converge("cold", logdir)
-        res["converge"]["warm"] = target.converge("warm", logdir)
+        # Three warm runs: on 2 shared cores one run moves by +-0.5 s (measured), so the
+        # target is judged on their median; the report lists all three.
+        for label in ("warm", "warm2", "warm3"):
+            res["converge"][label] = target.converge(label, logdir)
         app = target.app_container()  # prodstack-app-<release id>
         res["app_container"] = app
         res["app_image"] = target.sh("docker", "inspect", "-f", "{{.Config.Image}}", app).strip()

@@ -131,6 +131,8 @@ def converge_section(res: dict[str, Any]) -> list[str]:
     for key, title in (
         ("cold", "cold: fresh target -> all healthy"),
         ("warm", "warm: second run, nothing to do"),
+        ("warm2", "warm: third run"),
+        ("warm3", "warm: fourth run"),
         ("baseline", "baseline app swapped in (same site.yml)"),
     ):
         c = res["converge"].get(key)
@@ -239,10 +241,14 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     a16 = wrk.get("app-health", {}).get(16)
     out.append(("app `/health` through NGINX >= 5000 req/s at 16 connections",
                 f"{a16['rps']:.0f} req/s" if a16 else nm, a16["rps"] >= 5000 if a16 else None))  # fmt: skip
-    w = res.get("converge", {}).get("warm")
-    out.append(("warm converge (second run, nothing to change) <= 10 s with changed=0",
-                f"{w['wall']:.1f} s, changed={w['changed']}" if w else nm,
-                w["wall"] <= 10 and w["changed"] == 0 if w else None))  # fmt: skip
+    runs = [c for k in ("warm", "warm2", "warm3") if (c := res.get("converge", {}).get(k))]
+    walls = sorted(c["wall"] for c in runs)
+    median = walls[len(walls) // 2] if walls else None
+    changed = [c["changed"] for c in runs]
+    each = " / ".join(f"{c['wall']:.1f}" for c in runs)
+    out.append(("warm converge (a run with nothing to change) <= 10 s with changed=0, median of the warm runs",
+                f"{median:.1f} s (runs: {each} s), changed={changed}" if runs else nm,
+                median is not None and median <= 10 and not any(changed)))  # fmt: skip
     rel = res.get("release")
     if rel:
         fn = rel.get("first_new")
