@@ -25,9 +25,12 @@ if ! docker info >/dev/null 2>&1; then
     # dockerd refuses to start while it exists ("pid file found"): remove it when the pid
     # in it is not a running dockerd.
     pidfile=/var/run/docker.pid
-    if [ -f "$pidfile" ] && ! grep -qx dockerd "/proc/$(cat "$pidfile")/comm" 2>/dev/null; then
-      echo "ensure-docker: removing the stale $pidfile (pid $(cat "$pidfile") is not dockerd)" >&2
-      rm -f "$pidfile"
+    if [ -f "$pidfile" ]; then
+      pid=$(cat "$pidfile")
+      if ! grep -qx dockerd "/proc/$pid/comm" 2>/dev/null; then
+        echo "ensure-docker: removing the stale $pidfile (pid $pid is not dockerd)" >&2
+        rm -f "$pidfile"
+      fi
     fi
     echo "ensure-docker: starting dockerd (log: $log)" >&2
     # setsid: the daemon must outlive the make or CI step that started it.
