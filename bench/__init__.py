@@ -1,7 +1,7 @@
 """`make bench` (issues 5 and 14): deploy to a throwaway local target and measure, in ONE run:
 
-  * converge: cold (fresh target -> all healthy) and three warm runs (second to fourth):
-    wall time (the target judged on the warm runs' median), changed count, image build/load
+  * converge: cold (fresh target -> all healthy) and three warm runs (second to fourth,
+    each once the machine is quiet, see common.settle): wall time (the target judged on the warm runs' median), changed count, image build/load
     tasks that changed, tasks over 2 s, and the first warm run's slowest ten tasks
     (ansible.posix.profile_tasks, enabled in ansible.cfg);
   * the request path with wrk on 127.0.0.1 through the published NGINX port, at 16 and 64

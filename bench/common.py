@@ -131,6 +131,32 @@ def http_status(url: str, timeout: float = 1.0) -> int:
         return 0
 
 
+# A warm converge measures Ansible, not the previous run's aftermath: right after a cold
+# converge the stack's containers are still starting and one run took 10.2-11.6 s against
+# 9.6-10.0 s once the machine was quiet (measured by hand, same target). Linux's CPU
+# pressure (the share of the last 10 s some task waited for a CPU) says when it is quiet.
+CPU_PRESSURE = Path("/proc/pressure/cpu")
+QUIET_PRESSURE = float(os.environ.get("BENCH_QUIET_PRESSURE", "5"))
+
+
+def cpu_pressure() -> float | None:
+    """/proc/pressure/cpu's `some avg10` (percent), None where the kernel has no PSI."""
+    try:
+        first = CPU_PRESSURE.read_text().splitlines()[0]
+    except OSError:
+        return None
+    return float(dict(f.split("=") for f in first.split()[1:])["avg10"])
+
+
+def settle(timeout: float = 90.0) -> dict[str, Any]:
+    """Wait until the CPU pressure is at most QUIET_PRESSURE (or `timeout` passed); say how
+    long that took and the pressure when the wait ended."""
+    start = time.monotonic()
+    while (p := cpu_pressure()) is not None and p > QUIET_PRESSURE and time.monotonic() - start < timeout:
+        time.sleep(1)
+    return {"waited": time.monotonic() - start, "pressure": p}
+
+
 def wait_status(url: str, want: int = 200, timeout: float = 120.0) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:

@@ -9,7 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.chart import CHART_NAME, write_chart
-from bench.common import BENCH, DOC, DURATION, POLL_INTERVAL, TARGET_IMAGE, WARMUP, WRK_THREADS, log, run
+from bench.common import (
+    BENCH,
+    DOC,
+    DURATION,
+    POLL_INTERVAL,
+    QUIET_PRESSURE,
+    TARGET_IMAGE,
+    WARMUP,
+    WRK_THREADS,
+    log,
+    run,
+)
 
 
 def machine() -> dict[str, str]:
@@ -126,8 +137,10 @@ def release_section(rel: dict[str, Any]) -> list[str]:
 
 def converge_section(res: dict[str, Any]) -> list[str]:
     L = ["## Converge (`ansible-playbook -i INV site.yml`)\n"]
-    L.append("| run | wall s | changed | image build/load tasks changed | tasks over 2 s |")
-    L.append("|---|---:|---:|---|---|")
+    L.append(
+        "| run | wall s | changed | image build/load tasks changed | tasks over 2 s | waited for a quiet machine |"
+    )
+    L.append("|---|---:|---:|---|---|---|")
     for key, title in (
         ("cold", "cold: fresh target -> all healthy"),
         ("warm", "warm: second run, nothing to do"),
@@ -140,8 +153,13 @@ def converge_section(res: dict[str, Any]) -> list[str]:
             continue
         over = ", ".join(f"{n} ({s:.1f})" for n, s in c["over_2s"]) or "none"
         img = ", ".join(c["image_tasks_changed"]) or "none"
-        L.append(f"| {title} | {c['wall']:.1f} | {c['changed']} | {img} | {over} |")
-    L.append("")
+        q = c.get("settle")
+        quiet = f"{q['waited']:.0f} s (CPU pressure {q['pressure']}%)" if q else "no"
+        L.append(f"| {title} | {c['wall']:.1f} | {c['changed']} | {img} | {over} | {quiet} |")
+    L.append(
+        "\nA warm run starts once the CPU pressure (`/proc/pressure/cpu`, some avg10) is at most "
+        f"{QUIET_PRESSURE:g}% or 90 s have passed: right after the cold run the stack is still starting.\n"
+    )
     warm = res["converge"].get("warm")
     if warm:
         L.append("Warm converge, slowest ten tasks (profile_tasks):\n")
