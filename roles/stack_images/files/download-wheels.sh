@@ -3,14 +3,17 @@
 # inside the base image, downloaded on the controller: pip inside a container cannot reach
 # PyPI here (TLS interception). Part of the stack_images role, which runs it before a build.
 #
-#   download-wheels.sh APP_DIR [PYTHON_VERSION]     (default 3.11, Debian 12's python3)
+#   download-wheels.sh APP_DIR PYTHON_VERSION STAMP
+#   STAMP: the file that holds the sha256 of the requirements.txt the wheels match (the role
+#   names it and reads it to skip this script); nothing is downloaded while it matches.
 #   PYTHON: the interpreter whose pip downloads (default python3)
 set -euo pipefail
-app=${1:?usage: download-wheels.sh APP_DIR [PYTHON_VERSION]}
-py=${2:-3.11}
+usage="usage: download-wheels.sh APP_DIR PYTHON_VERSION STAMP"
+app=${1:?$usage}
+py=${2:?$usage}
+stamp=${3:?$usage}
 python=${PYTHON:-python3}
 dest=$app/wheels
-stamp=$dest/.requirements-$py.sha256
 want=$(sha256sum "$app/requirements.txt" | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
