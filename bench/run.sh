@@ -12,5 +12,4 @@ export PATH=$here/.venv/bin:$PATH
 scripts/ensure-docker.sh
 scripts/ensure-packages.sh            # wrk, curl among them
 scripts/build-target-image.sh bookworm >/dev/null
-PYTHON=$here/.venv/bin/python roles/stack_images/files/download-wheels.sh app   # the baseline image uses the same wheels
 exec python3 -m bench "$@"
