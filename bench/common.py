@@ -137,6 +137,7 @@ def http_status(url: str, timeout: float = 1.0) -> int:
 # pressure (the share of the last 10 s some task waited for a CPU) says when it is quiet.
 CPU_PRESSURE = Path("/proc/pressure/cpu")
 QUIET_PRESSURE = float(os.environ.get("BENCH_QUIET_PRESSURE", "5"))
+QUIET_TIMEOUT = 90.0
 
 
 def cpu_pressure() -> float | None:
@@ -148,11 +149,13 @@ def cpu_pressure() -> float | None:
     return float(dict(f.split("=") for f in first.split()[1:])["avg10"])
 
 
-def settle(timeout: float = 90.0) -> dict[str, Any]:
-    """Wait until the CPU pressure is at most QUIET_PRESSURE (or `timeout` passed); say how
-    long that took and the pressure when the wait ended."""
+def settle() -> dict[str, Any]:
+    """Wait until the CPU pressure is at most QUIET_PRESSURE (or QUIET_TIMEOUT passed); say
+    how long that took and the pressure when the wait ended (None: the kernel has no PSI)."""
     start = time.monotonic()
-    while (p := cpu_pressure()) is not None and p > QUIET_PRESSURE and time.monotonic() - start < timeout:
+    while (
+        (p := cpu_pressure()) is not None and p > QUIET_PRESSURE and time.monotonic() - start < QUIET_TIMEOUT
+    ):
         time.sleep(1)
     return {"waited": time.monotonic() - start, "pressure": p}
 

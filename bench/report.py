@@ -15,6 +15,7 @@ from bench.common import (
     DURATION,
     POLL_INTERVAL,
     QUIET_PRESSURE,
+    QUIET_TIMEOUT,
     TARGET_IMAGE,
     WARMUP,
     WRK_THREADS,
@@ -135,6 +136,14 @@ def release_section(rel: dict[str, Any]) -> list[str]:
     return L
 
 
+def _quiet(settled: dict[str, Any] | None) -> str:
+    """How long a run waited for a quiet machine (common.settle), or "no"."""
+    if not settled:
+        return "no"
+    pressure = "unknown, no PSI" if settled["pressure"] is None else f"{settled['pressure']}%"
+    return f"{settled['waited']:.0f} s (CPU pressure {pressure})"
+
+
 def converge_section(res: dict[str, Any]) -> list[str]:
     L = ["## Converge (`ansible-playbook -i INV site.yml`)\n"]
     L.append(
@@ -153,12 +162,12 @@ def converge_section(res: dict[str, Any]) -> list[str]:
             continue
         over = ", ".join(f"{n} ({s:.1f})" for n, s in c["over_2s"]) or "none"
         img = ", ".join(c["image_tasks_changed"]) or "none"
-        q = c.get("settle")
-        quiet = f"{q['waited']:.0f} s (CPU pressure {q['pressure']}%)" if q else "no"
-        L.append(f"| {title} | {c['wall']:.1f} | {c['changed']} | {img} | {over} | {quiet} |")
+        L.append(
+            f"| {title} | {c['wall']:.1f} | {c['changed']} | {img} | {over} | {_quiet(c.get('settle'))} |"
+        )
     L.append(
         "\nA warm run starts once the CPU pressure (`/proc/pressure/cpu`, some avg10) is at most "
-        f"{QUIET_PRESSURE:g}% or 90 s have passed: right after the cold run the stack is still starting.\n"
+        f"{QUIET_PRESSURE:g}% or {QUIET_TIMEOUT:g} s have passed: right after the cold run the stack is still starting.\n"
     )
     warm = res["converge"].get("warm")
     if warm:
