@@ -192,7 +192,9 @@ resilience: venv targets
 #     swarm 317, vm 686, resilience 1434. CI's own run of 5ca6f5b: 3068 s (stop 18).
 #   23af2b2: 3059 s; checks 112, containers 204, molecule 265, swarm 321, vm 725,
 #     resilience 1401. a8e5056: 3027 s; checks 109, containers 196, molecule 257,
-#     swarm 306, vm 729, resilience 1403.
+#     swarm 306, vm 729, resilience 1403. CI's own run of f2ec18b: 3046 s (stop 20).
+#   bc197f2: 2937 s; checks 108, containers 199, molecule 238, swarm 299, vm 688,
+#     resilience 1378.
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
