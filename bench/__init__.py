@@ -1,9 +1,10 @@
 """`make bench` (issues 5 and 14): deploy to a throwaway local target and measure, in ONE run:
 
   * converge: cold (fresh target -> all healthy) and three warm runs (second to fourth,
-    each once the machine is quiet, see common.settle): wall time (the target judged on the warm runs' median), changed count, image build/load
-    tasks that changed, tasks over 2 s, and the first warm run's slowest ten tasks
-    (ansible.posix.profile_tasks, enabled in ansible.cfg);
+    each once the machine is quiet, see common.settle): wall time (the target judged on
+    the warm runs' median), changed count, image build/load tasks that changed, tasks over
+    2 s, and the first warm run's slowest ten tasks (ansible.posix.profile_tasks, enabled in
+    ansible.cfg);
   * the request path with wrk on 127.0.0.1 through the published NGINX port, at 16 and 64
     connections: NGINX's own /health (the proxy's ceiling), the app's /health through NGINX
     (/app-health, see below) and / (Redis INCR + PostgreSQL write and read);

@@ -151,13 +151,19 @@ def cpu_pressure() -> float | None:
 
 def settle() -> dict[str, Any]:
     """Wait until the CPU pressure is at most QUIET_PRESSURE (or QUIET_TIMEOUT passed); say
-    how long that took and the pressure when the wait ended (None: the kernel has no PSI)."""
+    how long that took, the pressure when the wait ended (None: the kernel has no PSI) and
+    the two limits the wait had, for the report."""
     start = time.monotonic()
     while (
         (p := cpu_pressure()) is not None and p > QUIET_PRESSURE and time.monotonic() - start < QUIET_TIMEOUT
     ):
         time.sleep(1)
-    return {"waited": time.monotonic() - start, "pressure": p}
+    return {
+        "waited": time.monotonic() - start,
+        "pressure": p,
+        "limit": QUIET_PRESSURE,
+        "timeout": QUIET_TIMEOUT,
+    }
 
 
 def wait_status(url: str, want: int = 200, timeout: float = 120.0) -> float:

@@ -14,8 +14,6 @@ from bench.common import (
     DOC,
     DURATION,
     POLL_INTERVAL,
-    QUIET_PRESSURE,
-    QUIET_TIMEOUT,
     TARGET_IMAGE,
     WARMUP,
     WRK_THREADS,
@@ -146,9 +144,7 @@ def _quiet(settled: dict[str, Any] | None) -> str:
 
 def converge_section(res: dict[str, Any]) -> list[str]:
     L = ["## Converge (`ansible-playbook -i INV site.yml`)\n"]
-    L.append(
-        "| run | wall s | changed | image build/load tasks changed | tasks over 2 s | waited for a quiet machine |"
-    )
+    L.append("| run | wall s | changed | image build/load tasks changed | tasks over 2 s | quiet wait |")
     L.append("|---|---:|---:|---|---|---|")
     for key, title in (
         ("cold", "cold: fresh target -> all healthy"),
@@ -165,9 +161,14 @@ def converge_section(res: dict[str, Any]) -> list[str]:
         L.append(
             f"| {title} | {c['wall']:.1f} | {c['changed']} | {img} | {over} | {_quiet(c.get('settle'))} |"
         )
+    # The limits the run's waits had (a run from before the wait has none).
+    waits = [c["settle"] for c in res["converge"].values() if "settle" in c]
     L.append(
-        "\nA warm run starts once the CPU pressure (`/proc/pressure/cpu`, some avg10) is at most "
-        f"{QUIET_PRESSURE:g}% or {QUIET_TIMEOUT:g} s have passed: right after the cold run the stack is still starting.\n"
+        f"\nQuiet wait: each warm run started once the CPU pressure (`/proc/pressure/cpu`, some avg10) was at most "
+        f"{waits[0]['limit']:g}% or {waits[0]['timeout']:g} s had passed; right after the cold run the "
+        "stack is still starting.\n"
+        if waits
+        else ""
     )
     warm = res["converge"].get("warm")
     if warm:
