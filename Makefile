@@ -194,7 +194,10 @@ resilience: venv targets
 #     resilience 1401. a8e5056: 3027 s; checks 109, containers 196, molecule 257,
 #     swarm 306, vm 729, resilience 1403. CI's own run of f2ec18b: 3046 s (stop 20).
 #   bc197f2: 2937 s; checks 108, containers 199, molecule 238, swarm 299, vm 688,
-#     resilience 1378.
+#     resilience 1378. bd2ad68: 2914 s; checks 109, containers 200, molecule 249,
+#     swarm 298, vm 672, resilience 1358. CI's own run of bd2ad68: 2978 s (stop 21).
+#   6286c2d: 2892 s; checks 105, containers 194, molecule 246, swarm 297, vm 678,
+#     resilience 1345.
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
