@@ -201,6 +201,8 @@ def test_r3_broken_release(case: Case, target: Target, url: str, variants: None)
     case.measured = c.figures(target, old) + f"; play rc {c.play.rc}"
     assert c.play.rc != 0
     assert "failed its health gate" in flat(c.play.output)
+    # It timed out: the message names the variables a slow host would raise.
+    assert "raise app_gate_timeout (20 s)" in flat(c.play.output), c.play.output[-3000:]
     assert target.app() == old and target.inspect(APP)["Id"] == old_id
     assert set(target.releases()) == before
     assert log_tail(target)["result"] == "failed gate"
