@@ -198,6 +198,10 @@ resilience: venv targets
 #     swarm 298, vm 672, resilience 1358. CI's own run of bd2ad68: 2978 s (stop 21).
 #   6286c2d: 2892 s; checks 105, containers 194, molecule 246, swarm 297, vm 678,
 #     resilience 1345.
+# On 2026-11-28 afternoon the machine ran 1.5-2.3x slower (NGINX /health 32-35k req/s against
+# 70k, a warm converge 18 s against 9): a954ea0 took checks 196, containers 292, molecule
+# 482, swarm 425, and its vm stage ran out of its 1500 s budget (CI's own run too, at
+# 3005 s). The budgets of containers (480) and vm (1800) leave room for such a machine.
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
@@ -229,7 +233,7 @@ test-full: MOLECULE_BUDGET := 1800
 # The real QEMU VM: `make test` runs its smoke form (converge, the verify subset, one
 # reboot), `make test-full` the whole scenario on three disks (scripts/vm/molecule-vm.sh).
 test: VM_STAGE := molecule-vm
-test: VM_BUDGET := 1500
+test: VM_BUDGET := 1800
 test-full: VM_STAGE := molecule-vm-full
 test-full: VM_BUDGET := 5400
 # Swarm mode: one node in `make test`, three in `make test-full`.
@@ -241,7 +245,7 @@ test-full: SWARM_BUDGET := 1800
 test test-full: venv engine packages
 	@scripts/stage.sh checks 420 $(MAKE) --no-print-directory -j4 --output-sync=target \
 	  stage-lint stage-app stage-images stage-vm-disk
-	@scripts/stage.sh containers 360 $(MAKE) --no-print-directory test-containers
+	@scripts/stage.sh containers 480 $(MAKE) --no-print-directory test-containers
 	@scripts/stage.sh molecule $(MOLECULE_BUDGET) $(MAKE) --no-print-directory molecule MOLECULE_RELEASES="$(MOLECULE_RELEASES)"
 	@scripts/stage.sh swarm $(SWARM_BUDGET) $(MAKE) --no-print-directory $(SWARM_STAGE)
 	@scripts/stage.sh vm $(VM_BUDGET) $(MAKE) --no-print-directory $(VM_STAGE)
