@@ -1,9 +1,13 @@
-"""The operator's side on a deployed host: what `make status` shows, and a release switch
-that NGINX refuses (the switch puts both files back and NGINX serves on as before)."""
+"""The operator's side on a deployed host: what `make status` shows, a release switch
+that NGINX refuses (the switch puts both files back and NGINX serves on as before), and
+`--check` ahead of an app change."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
 from typing import Any
 
 from test_stack import CONTAINERS, container_name, http_on_target, run_site
@@ -52,3 +56,23 @@ def test_a_switch_nginx_rejects_puts_both_files_back(host: Any, tmp_path: Any) -
         assert container_name(host, "prodstack-app") == live
     finally:
         host.check_output(" && ".join(f"mv -f /root/{f}.before {CONF}/{f}" for f in SWITCH_FILES))
+
+
+def test_check_mode_reports_a_pending_app_change_and_changes_nothing(host: Any) -> None:
+    """`site.yml --check` while the app's build has changed (its version label here, so its
+    content-hash tag is new): the run reports the build, the shipping and the new release as
+    changes, builds and ships nothing, and the live release serves on."""
+    name = host.backend.get_hostname()
+    live = container_name(host, "prodstack-app")
+    images = host.check_output("docker images --quiet --no-trunc | sort")
+    changed = {"stack_images_build_labels": {"app": {"org.opencontainers.image.version": "0.0.0-check"}}}
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    output, recap = run_site(inventory, "--check", "--limit", name, "-e", json.dumps(changed), timeout=600)
+    assert "failed=0" in recap and not re.search(r"changed=0\b", recap), recap
+    would = re.search(r"would build, ship and load: (\S*?/app:[0-9a-f]+)", output)
+    assert would, output[-3000:]
+    # Not built on the controller, not loaded on the host, no release started.
+    inspect = subprocess.run(["docker", "image", "inspect", would.group(1)], capture_output=True, check=False)
+    assert inspect.returncode != 0, f"{would.group(1)} was built on the controller"
+    assert host.check_output("docker images --quiet --no-trunc | sort") == images
+    assert container_name(host, "prodstack-app") == live
