@@ -159,7 +159,7 @@ def test_tls_serves_modern_protocols_only_with_hsts(published: Callable[[str], s
 
 
 def test_security_headers_on_http_without_hsts(published: Callable[[str], str]) -> None:
-    with urllib.request.urlopen(f"http://{published('8080/tcp')}/", timeout=5) as r:
+    with urllib.request.urlopen(f"http://{published('8080/tcp')}/", timeout=10) as r:
         assert r.headers["X-Content-Type-Options"] == "nosniff"
         assert r.headers["X-Frame-Options"] == "DENY"
         assert "default-src 'none'" in r.headers["Content-Security-Policy"]
