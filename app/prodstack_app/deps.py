@@ -33,7 +33,7 @@ import psycopg
 import psycopg.errors
 import redis
 from psycopg.abc import PQGen
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -188,7 +188,8 @@ IDLE_CHECK_AFTER = 5.0
 
 
 class IdleCheck:
-    """psycopg_pool's check and reset callbacks: check a connection only after it sat idle."""
+    """Remembers when each connection went back to the pool (psycopg_pool's reset callback),
+    and checks a connection only after it sat idle."""
 
     def __init__(self, after: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.after = after
@@ -199,6 +200,7 @@ class IdleCheck:
         self._returned[conn] = self._clock()
 
     def check(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Raise if `conn` sat idle and no longer answers; a connection just used passes."""
         last = self._returned.get(conn)
         if last is None or self._clock() - last > self.after:
             ConnectionPool.check_connection(conn)
@@ -276,7 +278,7 @@ class PostgresDep:
             min_size=1,
             max_size=cfg.threads,
             open=False,
-            check=self._idle_check.check,
+            # No `check=`: _checkout runs IdleCheck itself (see there why).
             reset=self._idle_check.returned,
             timeout=cfg.dep_timeout,
             # Give up a background reconnection quickly: the next request then
@@ -303,11 +305,38 @@ class PostgresDep:
 
     @contextlib.contextmanager
     def _connection(self, deadline: Deadline) -> Iterator[DeadlineConnection]:
-        """A pooled connection whose every wait (the pool's check of an idle one included)
-        ends within the deadline's budget."""
+        """A pooled connection whose every wait (the check of an idle one included) ends
+        within the deadline's budget."""
         budget = deadline.budget(self.timeout)
-        with waits_until(time.monotonic() + budget), self.pool.connection(timeout=budget) as conn:
-            yield conn
+        until = time.monotonic() + budget
+        with waits_until(until):
+            conn = self._checkout(until, budget)
+            try:
+                yield conn
+            finally:
+                self.pool.putconn(conn)  # a connection closed meanwhile is dropped, not reused
+
+    def _checkout(self, until: float, budget: float) -> DeadlineConnection:
+        """A connection from the pool that answers, by `until`. One found dead (PostgreSQL
+        restarted under an idle pool) is closed and the next taken at once. psycopg_pool's own
+        `check=` sleeps a backoff of 1 s after a failed check, the whole of a request's
+        default budget: each worker's first request after a restart would fail."""
+        dead: str | None = None
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                why = f": the last one taken was dead ({dead})" if dead else ""
+                raise PoolTimeout(f"no working connection within {budget:.2f} sec{why}")
+            conn = self.pool.getconn(timeout=left)
+            try:
+                self._idle_check.check(conn)
+            except psycopg.Error as exc:
+                dead = describe_error(exc)
+                log.info("dropped a dead pooled connection", extra={"error": dead})
+                conn.close()
+                self.pool.putconn(conn)
+                continue
+            return conn
 
     def ping(self, deadline: Deadline) -> dict[str, Any]:
         with self._connection(deadline) as conn:

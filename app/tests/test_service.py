@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -17,6 +18,7 @@ import requests
 
 from prodstack_app.config import load_config
 from prodstack_app.deps import (
+    IDLE_CHECK_AFTER,
     Deadline,
     DeadlineConnection,
     IdleCheck,
@@ -248,6 +250,25 @@ def test_postgres_down_then_recovers(app: App, pg_server: PostgresServer) -> Non
     assert resp.status_code == 200, resp.text
     assert resp.json()["row_id"] > id_before
     assert pg_server.count_rows() > rows_before
+
+
+def test_postgres_restart_under_an_idle_app_costs_no_request(
+    app: App, pg_server: PostgresServer
+) -> None:
+    """PostgreSQL restarts while the workers' pooled connections sit idle: the first requests
+    after it take fresh connections and answer 200 (psycopg_pool's own check would sleep
+    1 s after the first dead one, the request's whole budget, and answer 503)."""
+    wait_status(app, "/", 200)
+    with ThreadPoolExecutor(8) as pool:  # concurrent: each worker's pool holds several
+        assert set(pool.map(lambda _: app.get("/").status_code, range(64))) == {200}
+    pg_server.stop()
+    pg_server.start()
+    time.sleep(IDLE_CHECK_AFTER + 1)  # idle long enough to be checked before use
+    replies = [app.get("/") for _ in range(8)]
+    failed = [r.text for r in replies if r.status_code != 200]
+    assert not failed, failed
+    # The restart did leave dead connections behind, and they were dropped, not served.
+    assert any(doc.get("msg") == "dropped a dead pooled connection" for doc in log_lines(app))
 
 
 def test_both_down(app: App, redis_down: RedisServer, pg_down: PostgresServer) -> None:
