@@ -88,6 +88,17 @@ def inspect(host: Any, kind: str, name: str) -> dict[str, Any]:
     return json.loads(out)[0]
 
 
+def health_log(container: dict[str, Any]) -> str:
+    """Docker's record of a container's last checks (it keeps five): when each ran, how it
+    ended and what it printed, so a failed health assertion says why."""
+    health = container["State"].get("Health") or {}
+    lines = [f"{health.get('Status')}, {health.get('FailingStreak')} failed in a row:"]
+    for e in health.get("Log") or []:
+        span = f"{e['Start'][11:23]}-{e['End'][11:23]}"
+        lines.append(f"  {span} exit {e['ExitCode']}: {e['Output'].strip()[-300:]}")
+    return "\n".join(lines)
+
+
 def http_on_target(host: Any, path: str) -> tuple[int, str]:
     """GET through the target's published NGINX port, from inside the target (10 s: NGINX's
     own wait for the app, longer than the VM scenario's request deadline)."""
@@ -151,7 +162,7 @@ def test_container_running_healthy_with_its_own_healthcheck(host: Any, name: str
     c = inspect(host, "container", name)
     assert c["State"]["Running"] is True
     assert c["Config"]["Healthcheck"]["Test"][0] == "CMD"
-    assert c["State"]["Health"]["Status"] == "healthy"
+    assert c["State"]["Health"]["Status"] == "healthy", health_log(c)
     assert c["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert c["HostConfig"]["Init"] is True
     assert c["Config"]["User"] not in ("", "0", "root")
