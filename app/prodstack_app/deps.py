@@ -336,6 +336,9 @@ class PostgresDep:
                 conn.close()
                 self.pool.putconn(conn)
                 continue
+            except BaseException:
+                self.pool.putconn(conn)  # not lost to the pool, whatever stopped the check
+                raise
             return conn
 
     def ping(self, deadline: Deadline) -> dict[str, Any]:
