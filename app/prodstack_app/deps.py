@@ -319,8 +319,9 @@ class PostgresDep:
     def _checkout(self, until: float, budget: float) -> DeadlineConnection:
         """A connection from the pool that answers, by `until`. One found dead (PostgreSQL
         restarted under an idle pool) is closed and the next taken at once. psycopg_pool's own
-        `check=` sleeps a backoff of 1 s after a failed check, the whole of a request's
-        default budget: each worker's first request after a restart would fail."""
+        `check=` sleeps a backoff of 1 s at the second failed check of one checkout, the whole
+        of a request's default budget: a worker holding two idle connections or more would
+        fail its first request after a restart."""
         dead: str | None = None
         while True:
             left = until - time.monotonic()

@@ -257,7 +257,7 @@ def test_postgres_restart_under_an_idle_app_costs_no_request(
 ) -> None:
     """PostgreSQL restarts while the workers' pooled connections sit idle: the first requests
     after it take fresh connections and answer 200 (psycopg_pool's own check would sleep
-    1 s after the first dead one, the request's whole budget, and answer 503)."""
+    1 s at the second dead one, the request's whole budget, and answer 503)."""
     wait_status(app, "/", 200)
     # Concurrent requests, so each worker's pool holds several connections. Not asserted: on
     # a loaded machine one may wait past its 1 s budget for a connection the pool is opening.
