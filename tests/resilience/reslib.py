@@ -194,6 +194,15 @@ class Target:
         (master,) = [pid for pid, ppid in self.server_processes().items() if ppid == 1]
         return master
 
+    def server_master_outside(self) -> int:
+        """Granian's main process as the target sees it (`docker top`): the child of the
+        container's docker-init. Killed from there, not by a `docker exec` in the container:
+        its death stops the container, and with it an exec still running there (rc 137)."""
+        init = int(self.inspect(APP)["State"]["Pid"])
+        rows = [line.split() for line in self.docker("top", APP, "-o", "pid,ppid,comm").splitlines()[1:]]
+        (master,) = [int(pid) for pid, ppid, comm in rows if int(ppid) == init and comm == "granian"]
+        return master
+
     def server_pids(self) -> list[int]:
         return sorted(self.server_processes())
 
