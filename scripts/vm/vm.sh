@@ -135,6 +135,11 @@ YAML
   # for it have one home, the VM scenario's group_vars (molecule/vm/molecule.yml, where each
   # is measured); the stack's ones (role-prefixed, not the connection or test variables)
   # are copied from there.
+  # PyYAML comes with ansible-core in the project's venv (`make vm` makes it first).
+  if [[ ! -x $here/.venv/bin/python3 ]]; then
+    echo "vm: writing the inventory needs the project's venv ($here/.venv/bin/python3 is missing): run make venv-deploy" >&2
+    exit 1
+  fi
   mkdir -p "$out/group_vars"
   "$here/.venv/bin/python3" - "$here/molecule/vm/molecule.yml" >"$out/group_vars/prodstack.yml" <<'PY'
 import re
