@@ -32,6 +32,9 @@ import requests
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "shared"))
+from docker_health import health_log  # noqa: E402
+
 RUN_ID = secrets.token_hex(3)
 PREFIX = f"pst-{RUN_ID}"
 BASE_IMAGE = os.environ.get("PST_BASE_IMAGE", "prodstack/debian:bookworm")
@@ -352,15 +355,7 @@ class Stack:
         return master, sorted(children)
 
     def health_log(self, name: str) -> str:
-        st = self.inspect(name)["State"]
-        health = st.get("Health") or {}
-        lines = [f"== {name}: status={st.get('Status')} health={health.get('Status')}"]
-        for entry in (health.get("Log") or [])[-5:]:
-            lines.append(
-                f"   {entry.get('Start', '')[:19]} exit={entry.get('ExitCode')} "
-                f"{(entry.get('Output') or '').strip()[:300]}"
-            )
-        return "\n".join(lines)
+        return health_log(self.inspect(name))
 
     def diagnostics(self) -> str:
         out = []

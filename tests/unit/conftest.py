@@ -8,5 +8,5 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-for folder in ("tests/resilience", "scripts"):
+for folder in ("tests/resilience", "tests/shared", "scripts"):
     sys.path.insert(0, str(ROOT / folder))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+# The health-record printer the container tests use too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "shared"))
+from docker_health import health_log  # noqa: E402
 
 CONTAINERS = [
     "prodstack-nginx",
@@ -86,17 +91,6 @@ def inspect(host: Any, kind: str, name: str) -> dict[str, Any]:
         name = container_name(host, name)
     out = host.check_output(f"docker {kind} inspect {name}")
     return json.loads(out)[0]
-
-
-def health_log(container: dict[str, Any]) -> str:
-    """Docker's record of a container's last checks (it keeps five): when each ran, how it
-    ended and what it printed, so a failed health assertion says why."""
-    health = container["State"].get("Health") or {}
-    lines = [f"{health.get('Status')}, {health.get('FailingStreak')} failed in a row:"]
-    for e in health.get("Log") or []:
-        span = f"{e['Start'][11:23]}-{e['End'][11:23]}"
-        lines.append(f"  {span} exit {e['ExitCode']}: {e['Output'].strip()[-300:]}")
-    return "\n".join(lines)
 
 
 def http_on_target(host: Any, path: str) -> tuple[int, str]:
