@@ -214,6 +214,9 @@ resilience: venv targets
 #   0ab8955 (same machine, slower still: NGINX /health 17.2k req/s; CI's run of e22c93a had
 #     failed in resilience case 1, an exec killed with the container it stopped): 4667 s,
 #     green; checks 212, containers 291, molecule 472, swarm 421, vm 1307, resilience 1907.
+#   f201e22 (same machine, NGINX /health 16.8k req/s; molecule now also runs a --check of
+#     the bare target): 4482 s, green; checks 192, containers 285, molecule 456, swarm 430,
+#     vm 1147, resilience 1922. CI's own run of a926cf3: 4494 s (stop 32).
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
