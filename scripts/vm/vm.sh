@@ -107,6 +107,12 @@ VARS
 
 inventory() {
   local name=$1 out=$2 dir
+  # Before anything is written: the group_vars below need the project's venv (PyYAML comes
+  # with ansible-core there; `make vm` makes it first).
+  if [[ ! -x $here/.venv/bin/python3 ]]; then
+    echo "vm: writing the inventory needs the project's venv ($here/.venv/bin/python3 is missing): run make venv-deploy" >&2
+    exit 1
+  fi
   dir=$(state_of "$name")
   load "$dir"
   mkdir -p "$out"
@@ -135,11 +141,6 @@ YAML
   # for it have one home, the VM scenario's group_vars (molecule/vm/molecule.yml, where each
   # is measured); the stack's ones (role-prefixed, not the connection or test variables)
   # are copied from there.
-  # PyYAML comes with ansible-core in the project's venv (`make vm` makes it first).
-  if [[ ! -x $here/.venv/bin/python3 ]]; then
-    echo "vm: writing the inventory needs the project's venv ($here/.venv/bin/python3 is missing): run make venv-deploy" >&2
-    exit 1
-  fi
   mkdir -p "$out/group_vars"
   "$here/.venv/bin/python3" - "$here/molecule/vm/molecule.yml" >"$out/group_vars/prodstack.yml" <<'PY'
 import re
