@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -190,19 +190,23 @@ def test_redis_read_ends_at_the_deadline(
 
 
 def test_healthcheck_script(app: App) -> None:
-    script = str(APP_DIR / "healthcheck.py")
-    ok = subprocess.run([sys.executable, script], env={**os.environ, "APP_PORT": str(app.port)})
+    script = str(APP_DIR / "healthcheck.sh")
+    ok = subprocess.run(["bash", script], env={**os.environ, "APP_PORT": str(app.port)})
     assert ok.returncode == 0
     port = free_port()
     bad = subprocess.run(
-        [sys.executable, script],
-        env={**os.environ, "APP_PORT": str(port)},
-        capture_output=True,
-        text=True,
+        ["bash", script], env={**os.environ, "APP_PORT": str(port)}, capture_output=True, text=True
     )
     assert bad.returncode == 1
     # Docker keeps this output in the health log: it must say what failed.
-    assert f"127.0.0.1:{port}/health" in bad.stdout and "refused" in bad.stdout.lower()
+    assert bad.stdout == f"http://127.0.0.1:{port}/health: Connection refused\n"
+    # A listener that never answers: the check gives up after APP_HEALTHCHECK_TIMEOUT.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        quiet = silent.getsockname()[1]
+        env = {**os.environ, "APP_PORT": str(quiet), "APP_HEALTHCHECK_TIMEOUT": "1"}
+        hung = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=10)
+    assert hung.returncode == 1
+    assert hung.stdout == f"http://127.0.0.1:{quiet}/health: no answer within 1 s\n"
 
 
 def test_redis_down_then_recovers(app: App, redis_server: RedisServer) -> None:

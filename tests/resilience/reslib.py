@@ -209,7 +209,7 @@ class Target:
     def app_ready(self) -> bool:
         """The app's own /health answers (inside its container, not through NGINX)."""
         argv = ["docker", "exec", self.name, "docker", "exec", self.app()]
-        return run([*argv, "python3", "/opt/app/healthcheck.py"], 10, False).returncode == 0
+        return run([*argv, "/opt/app/healthcheck.sh"], 10, False).returncode == 0
 
     def nginx_pids(self) -> list[str]:
         """Host PIDs of NGINX's master and workers: a reload replaces the workers."""
