@@ -217,6 +217,9 @@ resilience: venv targets
 #   f201e22 (same machine, NGINX /health 16.8k req/s; molecule now also runs a --check of
 #     the bare target): 4482 s, green; checks 192, containers 285, molecule 456, swarm 430,
 #     vm 1147, resilience 1922. CI's own run of a926cf3: 4494 s (stop 32).
+#   eb7394e (same machine, NGINX /health 16.6k req/s; the app's check in bash, not Python):
+#     4277 s, green; checks 176, containers 282, molecule 461, swarm 390, vm 1148,
+#     resilience 1770. CI's own run of 179ba19: 4438 s (stop 33).
 #
 # `make test` leaves out the resilience cases marked full_only (RESILIENCE_FULL=0), each
 # proven otherwise in make test or a figure the long tier keeps current: 6, a reboot at rest
